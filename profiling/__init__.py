@@ -1,0 +1,1 @@
+"""capprof's routing science as a plain library: no web framework and no SQL in here."""

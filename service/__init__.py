@@ -1,0 +1,1 @@
+"""capprof service layer: HTTP API, settings, ORM, Qdrant adapter, importer and CLI."""

@@ -1,0 +1,182 @@
+"""SQLAlchemy 2 models: the relational truth (DESIGN.md, "Stores")."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+DIMENSION_KINDS = ("capability", "domain")
+RECORD_SOURCES = ("import", "aptitude", "feedback", "api")
+MODEL_STATUSES = ("active", "disabled")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LlmModel(TimestampMixin, Base):
+    """A routable LLM with its prices; derived cost statistics are refreshed with its profile."""
+
+    __tablename__ = "models"
+    __table_args__ = (CheckConstraint(f"status IN {MODEL_STATUSES}", name="ck_models_status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    provider: Mapped[str | None] = mapped_column(String(100))
+    input_usd_per_mtok: Mapped[float | None] = mapped_column(Float)
+    output_usd_per_mtok: Mapped[float | None] = mapped_column(Float)
+    price_basis: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    typical_output_tokens: Mapped[float | None] = mapped_column(Float)
+    mean_cost_usd: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    records: Mapped[list["EvalRecord"]] = relationship(
+        back_populates="model", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Dimension(TimestampMixin, Base):
+    """A capability or a knowledge domain that queries and models are profiled along."""
+
+    __tablename__ = "dimensions"
+    __table_args__ = (CheckConstraint(f"kind IN {DIMENSION_KINDS}", name="ck_dimensions_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(20), default="api")
+
+    exemplars: Mapped[list["Exemplar"]] = relationship(
+        back_populates="dimension", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Exemplar(Base):
+    """A prompt that typifies a dimension; its vector lives in Qdrant under the same id."""
+
+    __tablename__ = "exemplars"
+    __table_args__ = (UniqueConstraint("dimension_id", "text_hash", name="uq_exemplars_dimension_text"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dimension_id: Mapped[int] = mapped_column(ForeignKey("dimensions.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+
+    dimension: Mapped[Dimension] = relationship(back_populates="exemplars")
+
+
+class EvalQuery(Base):
+    """A query some models were evaluated on; its vector lives in Qdrant under the same id."""
+
+    __tablename__ = "eval_queries"
+    __table_args__ = (UniqueConstraint("benchmark", "external_id", name="uq_eval_queries_benchmark_external"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    benchmark: Mapped[str] = mapped_column(String(100))
+    external_id: Mapped[str] = mapped_column(String(200))
+    domain: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class EvalQueryDimension(Base):
+    """The profile of an evaluation query: its weight on each ranked dimension."""
+
+    __tablename__ = "eval_query_dimensions"
+
+    query_id: Mapped[int] = mapped_column(ForeignKey("eval_queries.id", ondelete="CASCADE"), primary_key=True)
+    dimension_id: Mapped[int] = mapped_column(
+        ForeignKey("dimensions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    weight: Mapped[float] = mapped_column(Float)
+
+
+class EvalRecord(TimestampMixin, Base):
+    """One outcome: how well a model answered one evaluation query, and what it cost."""
+
+    __tablename__ = "eval_records"
+    __table_args__ = (
+        UniqueConstraint("model_id", "query_id", "source", name="uq_eval_records_model_query_source"),
+        CheckConstraint(f"source IN {RECORD_SOURCES}", name="ck_eval_records_source"),
+        Index("ix_eval_records_query", "query_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    query_id: Mapped[int] = mapped_column(ForeignKey("eval_queries.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(20), default="import")
+
+    model: Mapped[LlmModel] = relationship(back_populates="records")
+
+
+class ProfileScore(Base):
+    """Running sums behind Score(model, dimension); the shrunk score is derived when read."""
+
+    __tablename__ = "profile_scores"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    dimension_id: Mapped[int] = mapped_column(ForeignKey("dimensions.id", ondelete="CASCADE"), primary_key=True)
+    weighted_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    support: Mapped[float] = mapped_column(Float, default=0.0)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class RoutingDecision(Base):
+    """One answered route request, kept for usage, cost and quality reports."""
+
+    __tablename__ = "routing_decisions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    query_hash: Mapped[str] = mapped_column(String(64))
+    chosen_model: Mapped[str | None] = mapped_column(String(200), index=True)
+    cost_weight: Mapped[float] = mapped_column(Float)
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float)
+    estimated_p_correct: Mapped[float | None] = mapped_column(Float)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    profile: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    caller: Mapped[str | None] = mapped_column(String(200))
+
+
+class ApiKey(TimestampMixin, Base):
+    """A caller's key, stored only as a hash, with the scopes it grants."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    scopes: Mapped[str] = mapped_column(String(200), default="route")
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
