@@ -43,9 +43,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:
         if self.environment != "development" and self.admin_key.get_secret_value() == DEFAULT_ADMIN_KEY:
-            raise ValueError(
-                "CAPPROF_ADMIN_KEY is the default value; set a real secret outside development mode"
-            )
+            raise ValueError("CAPPROF_ADMIN_KEY is the default value; set a real secret outside development mode")
         return self
 
     @cached_property

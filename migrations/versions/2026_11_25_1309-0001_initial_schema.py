@@ -131,9 +131,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("query_id", "dimension_id"),
     )
     with op.batch_alter_table("eval_query_dimensions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_eval_query_dimensions_dimension_id"), ["dimension_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_eval_query_dimensions_dimension_id"), ["dimension_id"], unique=False)
 
     op.create_table(
         "eval_records",
@@ -150,9 +148,7 @@ def upgrade() -> None:
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
-        sa.CheckConstraint(
-            "source IN ('import', 'aptitude', 'feedback', 'api')", name="ck_eval_records_source"
-        ),
+        sa.CheckConstraint("source IN ('import', 'aptitude', 'feedback', 'api')", name="ck_eval_records_source"),
         sa.ForeignKeyConstraint(["model_id"], ["models.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["query_id"], ["eval_queries.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),

@@ -1,0 +1,89 @@
+"""Model profiles: Score(M, e) from evaluation records, rank-weighted, cost-penalised and shrunk.
+
+Score(M, e) = sum_i (s_i - b * cost_i) * w(e, i) / support, with w(e, i) the weight of dimension e in
+evaluation query i's profile. Kept as running sums so new records update a profile incrementally;
+the shrinkage toward the model's overall mean is applied when the matrix is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Matrix = npt.NDArray[np.float64]
+COST_UNIT = 1000.0
+"""Costs enter profiles and lambda in USD per 1,000 queries, a scale comparable with accuracy."""
+
+
+@dataclass
+class ProfileSums:
+    """Per (model, dimension): sum of weighted values, sum of weights (support) and record count."""
+
+    weighted_sum: Matrix
+    support: Matrix
+    count: npt.NDArray[np.int64]
+
+    @classmethod
+    def zeros(cls, n_models: int, n_dimensions: int) -> ProfileSums:
+        shape = (n_models, n_dimensions)
+        return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64))
+
+
+def record_values(scores: Matrix, costs: Matrix, cost_penalty: float) -> Matrix:
+    """s - b * cost (cost in USD per 1,000 queries; an unknown cost adds no penalty)."""
+    return scores - cost_penalty * COST_UNIT * np.nan_to_num(costs, nan=0.0)
+
+
+def accumulate(
+    query_weights: Matrix,
+    model_index: npt.NDArray[np.int64],
+    query_row: npt.NDArray[np.int64],
+    values: Matrix,
+    n_models: int,
+) -> ProfileSums:
+    """Sums for records (model_index[r], query_row[r], values[r]) given each query's dimension weights."""
+    sums = ProfileSums.zeros(n_models, query_weights.shape[1])
+    for model in np.unique(model_index):
+        picked = model_index == model
+        weights = query_weights[query_row[picked]]
+        sums.weighted_sum[model] = values[picked] @ weights
+        sums.support[model] = weights.sum(axis=0)
+        sums.count[model] = (weights > 0).sum(axis=0)
+    return sums
+
+
+def model_means(model_index: npt.NDArray[np.int64], values: Matrix, n_models: int) -> Matrix:
+    """Each model's mean value over all its records (NaN for a model without records)."""
+    totals = np.bincount(model_index, weights=values, minlength=n_models)
+    counts = np.bincount(model_index, minlength=n_models)
+    return np.divide(totals, counts, out=np.full(n_models, np.nan), where=counts > 0)
+
+
+def shrunk_profile(sums: ProfileSums, means: Matrix, shrinkage: float) -> Matrix:
+    """(weighted_sum + k * mean) / (support + k): thin evidence leans on the model's overall mean."""
+    fallback = np.where(np.isnan(means), np.nanmean(means) if np.isfinite(means).any() else 0.0, means)
+    prior = fallback[:, None]
+    denominator = sums.support + shrinkage
+    return np.divide(
+        sums.weighted_sum + shrinkage * prior,
+        denominator,
+        out=np.broadcast_to(prior, sums.support.shape).copy(),
+        where=denominator > 0,
+    )
+
+
+def profile_estimate(
+    query_weights: Matrix, profile: Matrix, kind_masks: list[npt.NDArray[np.bool_]], means: Matrix
+) -> Matrix:
+    """Stage-1 quality (batch x models): per kind, sum_j w_j Score(M, e_j), averaged over the kinds present.
+
+    Averaging keeps the estimate on the scale of P(correct); it ranks exactly as the paper's sum.
+    """
+    present = np.stack([(query_weights[:, mask].sum(axis=1) > 0) for mask in kind_masks], axis=1)
+    kinds_present = present.sum(axis=1, keepdims=True).astype(np.float64)
+    scaled = np.divide(query_weights, kinds_present, out=np.zeros_like(query_weights), where=kinds_present > 0)
+    estimate = scaled @ profile.T
+    fallback = np.where(np.isnan(means), 0.0, means)
+    return np.where(kinds_present > 0, estimate, fallback[None, :])

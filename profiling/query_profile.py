@@ -1,0 +1,141 @@
+"""Query profile: nearest exemplars vote for dimensions; ranked lists get rank-decay weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from profiling.vector_index import VectorIndex
+
+CAPABILITY, DOMAIN = "capability", "domain"
+KINDS = (CAPABILITY, DOMAIN)
+
+
+@dataclass(frozen=True)
+class DimensionCatalog:
+    """Dimensions in column order: id, name and kind of each profile-matrix column."""
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_column", {d: i for i, d in enumerate(self.ids)})
+        object.__setattr__(self, "kind_masks", {k: np.array([x == k for x in self.kinds]) for k in KINDS})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self, dimension_id: int) -> int:
+        return self._column[dimension_id]  # type: ignore[attr-defined,no-any-return]
+
+
+@dataclass(frozen=True)
+class RankedDimension:
+    id: int
+    name: str
+    kind: str
+    weight: float
+    vote: float
+
+
+@dataclass(frozen=True)
+class QueryProfile:
+    capabilities: tuple[RankedDimension, ...]
+    domains: tuple[RankedDimension, ...]
+    nearest_similarity: float
+
+
+def rank_weights(count: int, decay: float) -> npt.NDArray[np.float64]:
+    """w_j = a^(j-1) / sum_m a^(m-1) (InferenceDynamics' rank decay)."""
+    raw = decay ** np.arange(count, dtype=np.float64)
+    return raw / raw.sum()
+
+
+@dataclass(frozen=True)
+class ExemplarSet:
+    """Exemplar vectors and, aligned with the index rows, the catalog column each belongs to."""
+
+    index: VectorIndex
+    columns: npt.NDArray[np.int64]
+
+
+class QueryProfiler:
+    """Turns query vectors into dimension weights: one row per query, one column per dimension."""
+
+    def __init__(
+        self,
+        catalog: DimensionCatalog,
+        exemplars: ExemplarSet,
+        top_k: int,
+        rank_decay: float,
+        max_dimensions: int,
+    ) -> None:
+        self.catalog = catalog
+        self.exemplars = exemplars
+        self.top_k = top_k
+        self.rank_decay = rank_decay
+        self.max_dimensions = max_dimensions
+        self._rank_weights = rank_weights(max_dimensions, rank_decay)
+
+    def votes(self, vectors: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """(batch x dimensions) similarity-weighted votes of the top-k exemplars, and the best similarity."""
+        rows, sims = self.exemplars.index.search(vectors, self.top_k)
+        votes = np.zeros((len(vectors), len(self.catalog)), dtype=np.float64)
+        if rows.shape[1]:
+            columns = self.exemplars.columns[rows]
+            batch = np.repeat(np.arange(len(vectors)), rows.shape[1])
+            np.add.at(votes, (batch, columns.ravel()), np.clip(sims, 0.0, None).ravel())
+            best = sims[:, 0]
+        else:
+            best = np.zeros(len(vectors), np.float32)
+        return votes, best
+
+    def weights(self, votes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Rank-decay weights per kind: each kind's kept dimensions sum to 1 (0 where a kind got no vote)."""
+        weights = np.zeros_like(votes)
+        for kind in KINDS:
+            mask = self.catalog.kind_masks[kind]
+            if not mask.any():
+                continue
+            cols = np.flatnonzero(mask)
+            kind_votes = votes[:, cols]
+            keep = min(self.max_dimensions, len(cols))
+            order = np.argsort(-kind_votes, axis=1, kind="stable")[:, :keep]
+            ranked_votes = np.take_along_axis(kind_votes, order, axis=1)
+            present = ranked_votes > 0
+            w = np.where(present, self._rank_weights[:keep], 0.0)
+            total = w.sum(axis=1, keepdims=True)
+            w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+            rows = np.arange(len(votes))[:, None]
+            weights[rows, cols[order]] = w
+        return weights
+
+    def profile_vectors(
+        self, vectors: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """(weights, votes, nearest similarity) for a batch of query vectors."""
+        votes, best = self.votes(vectors)
+        return self.weights(votes), votes, best
+
+    def describe(
+        self, weights_row: npt.NDArray[np.float64], votes_row: npt.NDArray[np.float64], nearest: float
+    ) -> QueryProfile:
+        """The typed, ranked view of one query's profile (for responses and logs)."""
+        ranked: dict[str, list[RankedDimension]] = {kind: [] for kind in KINDS}
+        for col in np.flatnonzero(weights_row > 0):
+            kind = self.catalog.kinds[col]
+            ranked[kind].append(
+                RankedDimension(
+                    self.catalog.ids[col],
+                    self.catalog.names[col],
+                    kind,
+                    float(weights_row[col]),
+                    float(votes_row[col]),
+                )
+            )
+        for items in ranked.values():
+            items.sort(key=lambda d: -d.weight)
+        return QueryProfile(tuple(ranked[CAPABILITY]), tuple(ranked[DOMAIN]), float(nearest))

@@ -1,0 +1,118 @@
+"""Stage-1 choice for all models at once: expected cost, hard constraints, utility and ranking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from profiling.model_profile import COST_UNIT
+
+Matrix = npt.NDArray[np.float64]
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    """Routable models in column order, with what their cost estimate needs (NaN = unknown)."""
+
+    names: tuple[str, ...]
+    providers: tuple[str | None, ...]
+    input_usd_per_mtok: Matrix
+    output_usd_per_mtok: Matrix
+    typical_output_tokens: Matrix
+    mean_cost_usd: Matrix
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    candidates: frozenset[str] | None = None
+    max_cost_usd: float | None = None
+    exclude_models: frozenset[str] = field(default_factory=frozenset)
+    exclude_providers: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Alternative:
+    model: str
+    utility: float
+    p_correct: float
+    cost_usd: float | None
+
+
+def input_tokens(texts_chars: npt.NDArray[np.float64]) -> Matrix:
+    return texts_chars / CHARS_PER_TOKEN
+
+
+def estimate_costs(catalog: ModelCatalog, tokens_in: Matrix) -> Matrix:
+    """(batch x models) USD per query: prices x (input tokens, typical output), else the mean observed cost."""
+    typical_out = np.where(
+        np.isnan(catalog.typical_output_tokens),
+        np.nanmedian(catalog.typical_output_tokens) if np.isfinite(catalog.typical_output_tokens).any() else 0.0,
+        catalog.typical_output_tokens,
+    )
+    priced = (
+        tokens_in[:, None] * catalog.input_usd_per_mtok[None, :]
+        + typical_out[None, :] * catalog.output_usd_per_mtok[None, :]
+    ) / 1e6
+    return np.where(np.isnan(priced), catalog.mean_cost_usd[None, :], priced)
+
+
+def allowed(catalog: ModelCatalog, constraints: Constraints, costs: Matrix) -> npt.NDArray[np.bool_]:
+    """(batch x models) mask of models that satisfy every hard constraint."""
+    names = np.array(catalog.names, dtype=object)
+    mask = np.ones(len(catalog), dtype=bool)
+    if constraints.candidates is not None:
+        mask &= np.isin(names, list(constraints.candidates))
+    if constraints.exclude_models:
+        mask &= ~np.isin(names, list(constraints.exclude_models))
+    if constraints.exclude_providers:
+        providers = np.array([p or "" for p in catalog.providers], dtype=object)
+        mask &= ~np.isin(providers, list(constraints.exclude_providers))
+    batch_mask = np.broadcast_to(mask, costs.shape).copy()
+    if constraints.max_cost_usd is not None:
+        batch_mask &= ~np.isnan(costs) & (costs <= constraints.max_cost_usd)
+    return batch_mask
+
+
+def utility(p_correct: Matrix, costs: Matrix, cost_weight: float) -> Matrix:
+    """P(correct) - lambda * cost per 1,000 queries; an unknown cost counts as the row's median."""
+    median = np.nanmedian(np.where(np.isnan(costs).all(axis=1, keepdims=True), 0.0, costs), axis=1, keepdims=True)
+    known = np.where(np.isnan(costs), median, costs)
+    return p_correct - cost_weight * COST_UNIT * known
+
+
+def rank(
+    catalog: ModelCatalog,
+    p_correct: Matrix,
+    costs: Matrix,
+    cost_weight: float,
+    mask: npt.NDArray[np.bool_],
+    top_n: int,
+) -> list[list[Alternative]]:
+    """Best first per query (ties go to the cheaper model); models outside the mask never appear."""
+    scores = utility(p_correct, costs, cost_weight)
+    results: list[list[Alternative]] = []
+    for row in range(len(scores)):
+        candidates = np.flatnonzero(mask[row])
+        if candidates.size == 0:
+            results.append([])
+            continue
+        cand_cost = np.nan_to_num(costs[row, candidates], nan=np.inf)
+        order = candidates[np.lexsort((cand_cost, -scores[row, candidates]))][:top_n]
+        results.append(
+            [
+                Alternative(
+                    model=catalog.names[col],
+                    utility=float(scores[row, col]),
+                    p_correct=float(p_correct[row, col]),
+                    cost_usd=None if np.isnan(costs[row, col]) else float(costs[row, col]),
+                )
+                for col in order
+            ]
+        )
+    return results
