@@ -51,7 +51,10 @@ class SentenceEmbedder:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(get_model_path()), device=self.device)
-        dimension = self._model.get_sentence_embedding_dimension()
+        get_dimension = (
+            getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        )
+        dimension = get_dimension()
         if dimension is None:
             raise RuntimeError("embedding model reports no dimension")
         self.dimension = int(dimension)

@@ -44,6 +44,7 @@ class CachedEmbedder:
         hashes = [text_hash(t) for t in texts]
         with self._lock:
             missing = list({h: t for h, t in zip(hashes, texts, strict=True) if h not in self._index}.items())
+        missing.sort(key=lambda item: len(item[1]))  # similar lengths per batch: less padding
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
             vectors = self.inner.embed([t for _, t in part])

@@ -68,7 +68,7 @@ class QueryProfiler:
     def __init__(
         self,
         catalog: DimensionCatalog,
-        exemplars: ExemplarSet,
+        exemplars: dict[str, ExemplarSet],
         top_k: int,
         rank_decay: float,
         max_dimensions: int,
@@ -81,16 +81,20 @@ class QueryProfiler:
         self._rank_weights = rank_weights(max_dimensions, rank_decay)
 
     def votes(self, vectors: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
-        """(batch x dimensions) similarity-weighted votes of the top-k exemplars, and the best similarity."""
-        rows, sims = self.exemplars.index.search(vectors, self.top_k)
+        """(batch x dimensions) similarity-weighted votes of each kind's top-k exemplars, and the best similarity.
+
+        Each kind is searched on its own, so many imported domain exemplars never crowd out capabilities.
+        """
         votes = np.zeros((len(vectors), len(self.catalog)), dtype=np.float64)
-        if rows.shape[1]:
-            columns = self.exemplars.columns[rows]
+        best = np.zeros(len(vectors), np.float32)
+        for exemplar_set in self.exemplars.values():
+            rows, sims = exemplar_set.index.search(vectors, self.top_k)
+            if not rows.shape[1]:
+                continue
+            columns = exemplar_set.columns[rows]
             batch = np.repeat(np.arange(len(vectors)), rows.shape[1])
             np.add.at(votes, (batch, columns.ravel()), np.clip(sims, 0.0, None).ravel())
-            best = sims[:, 0]
-        else:
-            best = np.zeros(len(vectors), np.float32)
+            best = np.maximum(best, sims[:, 0])
         return votes, best
 
     def weights(self, votes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -1,0 +1,145 @@
+"""The `capprof` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from profiling.dataset import DatasetError
+from service.settings import Settings
+
+app = typer.Typer(
+    help="capprof: profile LLMs and route each query to the best model for the money.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+profiles_app = typer.Typer(help="Model profiles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(profiles_app, name="profiles")
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from service.runtime import Runtime
+
+    return Runtime(Settings())
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply migrations up to REVISION."""
+    from service.runtime import upgrade_database
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.resolved_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="target revision, e.g. base or -1")]) -> None:
+    """Revert migrations down to REVISION."""
+    from service.runtime import downgrade_database
+
+    downgrade_database(Settings().resolved_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="a family folder, or a folder of family folders", exists=True)],
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Import models, queries, outcomes and domain labels from a data folder (all or nothing)."""
+    from service.importer import import_data
+
+    runtime = _runtime()
+    try:
+        with runtime.transaction() as session:
+            report = import_data(session, runtime.store, runtime.embedder, runtime.settings, path, progress)
+    except DatasetError as exc:
+        typer.echo(f"import refused, nothing was written: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        runtime.close()
+    typer.echo(
+        f"imported {', '.join(report.families)}: {report.models} models, {report.queries} queries, "
+        f"{report.outcomes} outcomes ({report.missing_scores} blank scores skipped), "
+        f"{report.exemplars_added} new exemplars; read {report.seconds_reading:.1f}s, "
+        f"embedding {report.seconds_embedding:.1f}s, writing {report.seconds_writing:.1f}s"
+    )
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild both Qdrant collections from Postgres (vectors come from the embedding cache)."""
+    from service.reindex import reindex_all
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            counts = reindex_all(session, runtime.store, runtime.embedder)
+    finally:
+        runtime.close()
+    typer.echo(f"reindexed {counts['exemplars']} exemplars and {counts['eval_queries']} evaluation queries")
+
+
+@profiles_app.command("rebuild")
+def profiles_rebuild() -> None:
+    """Re-profile every evaluation query and recompute every model profile."""
+    from service.profiles import rebuild_profiles
+
+    runtime = _runtime()
+    try:
+        with runtime.transaction() as session:
+            stats = rebuild_profiles(session, runtime.store, runtime.settings)
+    finally:
+        runtime.close()
+    typer.echo(f"profiled {stats.queries} queries from {stats.records} records: {stats.profile_cells} profile cells")
+
+
+@app.command()
+def route(
+    query: Annotated[str, typer.Argument(help="the user query")],
+    cost_weight: Annotated[float, typer.Option("--lambda", help="cost/quality knob")] = 0.0,
+    top_n: Annotated[int, typer.Option(help="alternatives to show")] = 3,
+) -> None:
+    """Route one query in-process and print the decision as JSON."""
+    import numpy as np
+
+    from service.routing_engine import RouteOptions
+    from service.schemas import decision_response
+
+    runtime = _runtime()
+    try:
+        runtime.reload_router()
+        started = time.perf_counter()
+        vectors = runtime.embedder.embed_uncached([query])
+        decision = runtime.router.decide(
+            vectors, np.array([len(query)], float), [RouteOptions(cost_weight=cost_weight, top_n=top_n, explain=True)]
+        )[0]
+        body = decision_response(decision, (time.perf_counter() - started) * 1000).model_dump(mode="json")
+    finally:
+        runtime.close()
+    json.dump(body, sys.stdout, indent=2)
+    typer.echo()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    app()
