@@ -1,0 +1,92 @@
+"""Model registry: register, list, read, update, delete, and bulk evaluation records."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.catalog import EvaluationInput, NotFoundError, add_evaluations
+from service.orm import EvalRecord, LlmModel
+from service.runtime import Runtime
+from service.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _get(session: Session, name: str) -> LlmModel:
+    model = session.scalar(select(LlmModel).where(LlmModel.name == name))
+    if model is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"model {name!r} not found")
+    return model
+
+
+def _out(session: Session, model: LlmModel) -> ModelOut:
+    count = session.scalar(select(func.count()).select_from(EvalRecord).where(EvalRecord.model_id == model.id)) or 0
+    return ModelOut.model_validate(model, from_attributes=True).model_copy(update={"evaluations": count})
+
+
+def _write_evaluations(session: Session, runtime: Runtime, model: LlmModel, items: list[EvaluationIn]) -> int:
+    inputs = [EvaluationInput(**item.model_dump()) for item in items]
+    try:
+        return add_evaluations(session, runtime.store, runtime.embedder, runtime.settings, model, inputs)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep])
+def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
+    with session.begin():
+        if session.scalar(select(LlmModel.id).where(LlmModel.name == body.name)) is not None:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=f"name: model {body.name!r} already exists")
+        model = LlmModel(**body.model_dump(exclude={"evaluations"}))
+        session.add(model)
+        session.flush()
+        if body.evaluations:
+            _write_evaluations(session, runtime, model, body.evaluations)
+    runtime.reload_router()
+    return _out(session, model)
+
+
+@router.get("")
+def list_models(session: SessionDep) -> list[ModelOut]:
+    counts = dict(
+        session.execute(select(EvalRecord.model_id, func.count()).group_by(EvalRecord.model_id)).tuples().all()
+    )
+    return [
+        ModelOut.model_validate(m, from_attributes=True).model_copy(update={"evaluations": counts.get(m.id, 0)})
+        for m in session.scalars(select(LlmModel).order_by(LlmModel.name))
+    ]
+
+
+@router.get("/{name:path}")
+def read_model(name: str, session: SessionDep) -> ModelOut:
+    return _out(session, _get(session, name))
+
+
+@router.patch("/{name:path}", dependencies=[AdminDep])
+def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
+    with session.begin():
+        model = _get(session, name)
+        for field, value in body.model_dump(exclude_unset=True).items():
+            setattr(model, field, value)
+    runtime.reload_router()
+    return _out(session, model)
+
+
+@router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
+def delete_model(name: str, session: SessionDep, runtime: RuntimeDep) -> Response:
+    with session.begin():
+        session.delete(_get(session, name))
+    runtime.reload_router()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{name:path}/evaluations", dependencies=[AdminDep])
+def add_model_evaluations(name: str, body: EvaluationsIn, session: SessionDep, runtime: RuntimeDep) -> EvaluationsOut:
+    with session.begin():
+        model = _get(session, name)
+        written = _write_evaluations(session, runtime, model, body.evaluations)
+    runtime.reload_router()
+    return EvaluationsOut(model=name, written=written)

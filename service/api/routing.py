@@ -1,0 +1,155 @@
+"""POST /v1/route and /v1/route/batch: embed, profile, score every model, rank, log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Header, HTTPException, status
+
+from profiling.conversation import conversation_vector
+from profiling.decision import Decision
+from profiling.embedder import Vectors
+from profiling.scoring import Constraints
+from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep
+from service.decision_log import DecisionLog
+from service.metrics import Metrics
+from service.routing_engine import NoModelsError, RouteOptions
+from service.runtime import Runtime
+from service.schemas import BatchRouteRequest, BatchRouteResponse, RouteRequest, RouteResponse, decision_response
+
+router = APIRouter(prefix="/v1", tags=["routing"])
+CallerHeader = Annotated[str | None, Header(alias="X-Caller", max_length=200)]
+
+
+def _texts(body: RouteRequest) -> tuple[list[str], list[str]]:
+    if body.messages is None:
+        return [body.query or ""], ["user"]
+    turns = [m for m in body.messages if m.content.strip() and m.role != "system"] or body.messages
+    return [m.content for m in turns], [m.role for m in turns]
+
+
+def _options(body: RouteRequest) -> RouteOptions:
+    return RouteOptions(
+        cost_weight=body.cost_weight,
+        constraints=Constraints(
+            candidates=frozenset(body.candidates) if body.candidates is not None else None,
+            max_cost_usd=body.max_cost,
+            exclude_models=frozenset(body.exclude_models),
+            exclude_providers=frozenset(body.exclude_providers),
+        ),
+        top_n=body.top_n,
+        explain=body.explain,
+    )
+
+
+def _query_vectors(bodies: list[RouteRequest], vectors: Vectors) -> tuple[Vectors, np.ndarray]:
+    """One vector per request (conversations folded) and each request's input length in characters."""
+    rows, chars, offset = [], [], 0
+    for body in bodies:
+        texts, roles = _texts(body)
+        part = vectors[offset : offset + len(texts)]
+        offset += len(texts)
+        rows.append(part[0] if len(texts) == 1 else conversation_vector(part, roles))
+        chars.append(sum(len(m.content) for m in body.messages) if body.messages else len(body.query or ""))
+    return np.stack(rows).astype(np.float32), np.asarray(chars, np.float64)
+
+
+def _decide(runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors) -> list[Decision]:
+    query_vectors, chars = _query_vectors(bodies, vectors)
+    try:
+        decisions = runtime.router.decide(query_vectors, chars, [_options(b) for b in bodies])
+    except NoModelsError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{exc}: import data or register models first"
+        ) from exc
+    for position, decision in enumerate(decisions):
+        if decision.model is None:
+            prefix = f"requests[{position}]." if len(bodies) > 1 else ""
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"{prefix}candidates/max_cost/exclude_*: no registered model satisfies the constraints",
+            )
+    return decisions
+
+
+def _log(
+    log: DecisionLog, metrics: Metrics, body: RouteRequest, decision: Decision, latency_ms: float, caller: str | None
+) -> None:
+    texts, _ = _texts(body)
+    best = decision.alternatives[0]
+    log.append(
+        {
+            "id": decision.decision_id,
+            "created_at": datetime.now(UTC),
+            "query_hash": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+            "chosen_model": decision.model,
+            "cost_weight": decision.cost_weight,
+            "estimated_cost_usd": best.cost_usd,
+            "estimated_p_correct": best.p_correct,
+            "candidates": [
+                {"model": a.model, "score": a.utility, "p_correct": a.p_correct, "cost_usd": a.cost_usd}
+                for a in decision.alternatives
+            ],
+            "profile": {
+                "capabilities": {d.name: d.weight for d in decision.profile.capabilities},
+                "domains": {d.name: d.weight for d in decision.profile.domains},
+            },
+            "latency_ms": latency_ms,
+            "caller": caller,
+        }
+    )
+    metrics.chosen.labels(decision.model).inc()
+    metrics.decisions_pending.set(log.pending)
+
+
+@router.post("/route")
+async def route(
+    body: RouteRequest,
+    runtime: RuntimeDep,
+    batcher: BatcherDep,
+    log: DecisionLogDep,
+    metrics: MetricsDep,
+    x_caller: CallerHeader = None,
+) -> RouteResponse:
+    """Choose the model for one query (or chat) under the given cost knob and constraints."""
+    started = time.perf_counter()
+    texts, _ = _texts(body)
+    vectors = await batcher.embed(texts)
+    decision = _decide(runtime, [body], vectors)[0]
+    latency_ms = (time.perf_counter() - started) * 1000
+    _log(log, metrics, body, decision, latency_ms, x_caller)
+    metrics.route_requests.labels("route", "ok").inc()
+    metrics.route_latency.labels("route").observe(latency_ms / 1000)
+    return decision_response(decision, latency_ms)
+
+
+@router.post("/route/batch")
+async def route_batch(
+    body: BatchRouteRequest,
+    runtime: RuntimeDep,
+    log: DecisionLogDep,
+    metrics: MetricsDep,
+    x_caller: CallerHeader = None,
+) -> BatchRouteResponse:
+    """Many queries in one call: one batched embedding, one matrix pass over all models."""
+    limit = runtime.settings.route_batch_max
+    if len(body.requests) > limit:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"requests: at most {limit} per batch (got {len(body.requests)})",
+        )
+    started = time.perf_counter()
+    texts = [t for b in body.requests for t in _texts(b)[0]]
+    vectors = await asyncio.to_thread(runtime.embedder.embed_uncached, texts)
+    decisions = _decide(runtime, body.requests, vectors)
+    latency_ms = (time.perf_counter() - started) * 1000
+    for request_body, decision in zip(body.requests, decisions, strict=True):
+        _log(log, metrics, request_body, decision, latency_ms, x_caller)
+    metrics.route_requests.labels("route_batch", "ok").inc()
+    metrics.route_latency.labels("route_batch").observe(latency_ms / 1000)
+    return BatchRouteResponse(decisions=[decision_response(d, latency_ms) for d in decisions])

@@ -1,0 +1,105 @@
+"""The FastAPI application factory: lifespan, routers and error handling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from service.api import dimensions, health, models, routing
+from service.catalog import ensure_capabilities
+from service.decision_log import DecisionLog
+from service.metrics import Metrics
+from service.microbatch import MicroBatcher
+from service.runtime import Runtime
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
+    return name or "body"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": _field(tuple(e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+    message = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+    return JSONResponse({"detail": message, "errors": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(
+        {"detail": "database unavailable; nothing was changed, retry later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _vectors_down(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("qdrant unavailable: %s", type(exc).__name__)
+    return JSONResponse(
+        {"detail": "vector store (Qdrant) unavailable; nothing was changed, retry later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; pass a prepared Runtime to share an embedder or a database connection (tests)."""
+    runtime = runtime or Runtime(settings or Settings())
+    metrics = Metrics()
+    decision_log = DecisionLog(
+        runtime.sessions, runtime.settings.decision_flush_interval_s, on_drop=metrics.decisions_dropped.inc
+    )
+    batcher = MicroBatcher(
+        runtime.embedder.embed_uncached, runtime.settings.microbatch_window_ms, runtime.settings.microbatch_max
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.embedder.embed_uncached(["warm-up query"])  # loads weights and kernels before traffic
+        try:
+            with runtime.transaction() as session:
+                ensure_capabilities(session, runtime.store, runtime.embedder)
+            runtime.reload_router()
+        except (OperationalError, ResponseHandlingException, UnexpectedResponse) as exc:
+            logger.error("stores unavailable at start-up, routing not ready: %s", exc)
+        await batcher.start()
+        decision_log.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            decision_log.stop()
+            runtime.close()
+
+    app = FastAPI(
+        title="capprof",
+        version="0.1.0",
+        summary="Routes each query to the LLM that answers it best for the money.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.state.decision_log = decision_log
+    app.state.batcher = batcher
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(DBAPIError, _database_down)
+    app.add_exception_handler(ResponseHandlingException, _vectors_down)
+    app.add_exception_handler(UnexpectedResponse, _vectors_down)
+    for module in (health, models, dimensions, routing):
+        app.include_router(module.router)
+    return app

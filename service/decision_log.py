@@ -1,0 +1,93 @@
+"""Writes routing decisions to the database off the request path, in batches; keeps them when the DB is down."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from service.orm import RoutingDecision
+from service.upsert import upsert
+
+logger = logging.getLogger(__name__)
+
+
+class DecisionLog:
+    """A bounded in-memory queue drained by a writer thread (or by `flush()`)."""
+
+    def __init__(
+        self,
+        sessions: Callable[[], Session],
+        flush_interval_s: float | None = 0.5,
+        max_pending: int = 100_000,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._interval = flush_interval_s
+        self._pending: deque[dict[str, Any]] = deque()
+        self._max_pending = max_pending
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        if self._interval is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.flush()
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._pending) >= self._max_pending:
+                self._pending.popleft()
+                if self._on_drop:
+                    self._on_drop(1)
+            self._pending.append(row)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Writes what is queued; on a database error the rows stay queued for the next try."""
+        with self._flush_lock:
+            with self._lock:
+                batch = list(self._pending)
+            if not batch:
+                return 0
+            try:
+                with self._sessions() as session, session.begin():
+                    upsert(session, RoutingDecision.__table__, batch, keys=("id",))  # type: ignore[arg-type]
+            except SQLAlchemyError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                logger.warning("decision log: %d rows kept for retry (%s)", len(batch), self.last_error)
+                return 0
+            with self._lock:
+                for _ in range(len(batch)):
+                    self._pending.popleft()
+            self.last_error = None
+            return len(batch)
+
+    def _run(self) -> None:
+        assert self._interval is not None
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.flush()

@@ -1,0 +1,25 @@
+"""Prometheus metrics, one registry per app so several apps (tests) never collide."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.route_requests = Counter(
+            "capprof_route_requests", "Route requests answered", ["endpoint", "status"], registry=self.registry
+        )
+        self.route_latency = Histogram(
+            "capprof_route_latency_seconds",
+            "Route latency inside the service",
+            ["endpoint"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.chosen = Counter("capprof_route_chosen", "Decisions per chosen model", ["model"], registry=self.registry)
+        self.decisions_dropped = Counter(
+            "capprof_decisions_dropped", "Decisions dropped because the log queue was full", registry=self.registry
+        )
+        self.decisions_pending = Gauge(
+            "capprof_decisions_pending", "Decisions waiting to be written", registry=self.registry
+        )
