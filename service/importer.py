@@ -92,13 +92,13 @@ def _write_family(
         keys=("benchmark", "external_id"),
         update=("domain", "subject", "text", "text_hash"),
     )
-    model_id = dict(session.execute(select(LlmModel.name, LlmModel.id)).tuples().all())
+    model_id = dict(session.execute(select(LlmModel.name, LlmModel.id)).all())
     benchmarks = {q.benchmark or family.name for q in family.queries}
     query_id = {
         (b, e): i
         for i, b, e in session.execute(
             select(EvalQuery.id, EvalQuery.benchmark, EvalQuery.external_id).where(EvalQuery.benchmark.in_(benchmarks))
-        ).tuples()
+        )
     }
     benchmark_of = {q.query_id: q.benchmark or family.name for q in family.queries}
     upsert(

@@ -37,9 +37,7 @@ def create_dimension(body: DimensionCreate, session: SessionDep, runtime: Runtim
 
 @router.get("")
 def list_dimensions(session: SessionDep) -> list[DimensionOut]:
-    counts = dict(
-        session.execute(select(Exemplar.dimension_id, func.count()).group_by(Exemplar.dimension_id)).tuples().all()
-    )
+    counts = dict(session.execute(select(Exemplar.dimension_id, func.count()).group_by(Exemplar.dimension_id)).all())
     return [
         DimensionOut(
             id=d.id, kind=d.kind, name=d.name, description=d.description, source=d.source, exemplars=counts.get(d.id, 0)

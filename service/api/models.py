@@ -51,9 +51,7 @@ def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) 
 
 @router.get("")
 def list_models(session: SessionDep) -> list[ModelOut]:
-    counts = dict(
-        session.execute(select(EvalRecord.model_id, func.count()).group_by(EvalRecord.model_id)).tuples().all()
-    )
+    counts = dict(session.execute(select(EvalRecord.model_id, func.count()).group_by(EvalRecord.model_id)).all())
     return [
         ModelOut.model_validate(m, from_attributes=True).model_copy(update={"evaluations": counts.get(m.id, 0)})
         for m in session.scalars(select(LlmModel).order_by(LlmModel.name))

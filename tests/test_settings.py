@@ -1,0 +1,31 @@
+"""Settings come from CAPPROF_* variables and refuse a default secret outside development."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def test_production_refuses_the_default_admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPPROF_ENVIRONMENT", "production")
+    monkeypatch.delenv("CAPPROF_ADMIN_KEY", raising=False)
+    with pytest.raises(ValidationError, match="CAPPROF_ADMIN_KEY"):
+        Settings()
+    monkeypatch.setenv("CAPPROF_ADMIN_KEY", "a-real-secret")
+    assert Settings().admin_key.get_secret_value() == "a-real-secret"
+
+
+def test_defaults_live_in_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CAPPROF_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CAPPROF_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CAPPROF_QDRANT_PATH", raising=False)
+    settings = Settings()
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'capprof.db'}"
+    assert settings.resolved_qdrant_path == str(tmp_path.resolve() / "qdrant")
+
+
+def test_admin_key_is_never_printed() -> None:
+    settings = Settings(admin_key="super-secret-value")
+    assert "super-secret-value" not in repr(settings)
