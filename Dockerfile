@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CAPPROF_DATA_DIR=/var/lib/capprof
+RUN pip install --no-cache-dir "torch==2.13.0"
+COPY pyproject.toml README.md alembic.ini ./
+COPY profiling ./profiling
+COPY service ./service
+COPY migrations ./migrations
+RUN pip install --no-cache-dir -e .
+EXPOSE 8000
+CMD ["sh", "-c", "capprof db upgrade && capprof serve --host 0.0.0.0 --port 8000"]

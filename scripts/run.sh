@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: install, migrate, import the demo sample, serve on the embedded default (SQLite + embedded Qdrant).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CAPPROF_DATA_DIR=${CAPPROF_DATA_DIR:-.capprof}
+.venv/bin/capprof db upgrade
+.venv/bin/capprof import data
+exec .venv/bin/capprof serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
