@@ -129,6 +129,71 @@ def route(
 
 
 @app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="folder holding the benchmark folders", exists=True)],
+    benchmark: Annotated[str, typer.Option(help="benchmark folder name inside DATA")],
+    out: Annotated[Path, typer.Option(help="where report.json, report.md and cost_quality.png go")],
+    test_ids: Annotated[Path | None, typer.Option(help="file of test query ids, one a line", exists=True)] = None,
+    new_models: Annotated[
+        Path | None, typer.Option(help="file of newly released models, one a line", exists=True)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed for the split and the aptitude test")] = 0,
+) -> None:
+    """Measure every router against random, best single, oracle and kNN on held-out queries."""
+    from profiling.embedder import SentenceEmbedder
+    from profiling.embedding_cache import CachedEmbedder
+    from service.evaluate import EvaluationError
+    from service.evaluate import evaluate as run_evaluation
+
+    settings = Settings()
+    embedder = CachedEmbedder(
+        SentenceEmbedder(settings.device, settings.embed_batch_size), settings.embedding_cache_dir
+    )
+
+    def lines(path: Path | None) -> list[str] | None:
+        return None if path is None else [x.strip() for x in path.read_text().splitlines() if x.strip()]
+
+    ids = lines(test_ids)
+    try:
+        report = run_evaluation(
+            data,
+            benchmark,
+            out,
+            settings,
+            embedder,
+            seed,
+            set(ids) if ids is not None else None,
+            lines(new_models),
+            log=lambda line: typer.echo(line, err=True),
+        )
+    except (EvaluationError, DatasetError) as exc:
+        typer.echo(f"evaluate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo((out / "report.md").read_text())
+    typer.echo(
+        f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'cost_quality.png'} ({report['n_test']} test queries)"
+    )
+
+
+@app.command()
+def bench(
+    data: Annotated[Path, typer.Option(help="data folder to import into a scratch store", exists=True)] = Path("data"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures as JSON here")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="fewer repetitions (under 3 minutes)")] = False,
+    device: Annotated[str, typer.Option(help="embedding device: auto, cpu, cuda")] = "auto",
+) -> None:
+    """Measure embedding, routing, HTTP and scoring speed and peak memory."""
+    from service.bench import run_bench
+
+    results = run_bench(data, quick, device, log=lambda line: typer.echo(line, err=True))
+    text = json.dumps(results, indent=2)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,

@@ -146,12 +146,24 @@ def import_data(
     path: Path,
     progress: bool = True,
 ) -> ImportReport:
-    """Validates every family first, embeds, then writes everything or nothing (the caller commits)."""
-    report = ImportReport()
+    """Validates every family in `path` first, then imports them all or nothing (the caller commits)."""
     started = time.perf_counter()
     families = [read_family(p) for p in find_families(path)]
-    report.seconds_reading = time.perf_counter() - started
+    report = import_families(session, store, embedder, settings, families, progress)
+    report.seconds_reading = time.perf_counter() - started - report.seconds_embedding - report.seconds_writing
+    return report
 
+
+def import_families(
+    session: Session,
+    store: VectorStore,
+    embedder: CachedEmbedder,
+    settings: Settings,
+    families: list[Family],
+    progress: bool = True,
+) -> ImportReport:
+    """Embeds (through the cache), then writes rows, vectors, exemplars and profiles in the caller's transaction."""
+    report = ImportReport()
     started = time.perf_counter()
     embedded = []
     for family in families:

@@ -1,0 +1,136 @@
+"""Model-SAT's aptitude test: 50 tasks x 20 items chosen from evaluation data to separate models.
+
+Tasks come from the data's subject labels: small subjects are merged into their nearest neighbour (by
+centroid), and where there are too few subjects the largest are split by k-means on query embeddings.
+Items are the task's queries on which about half of the models were right (never all or none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.cluster import KMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+
+@dataclass(frozen=True)
+class AptitudeTask:
+    position: int
+    description: str
+    keywords: tuple[str, ...]
+    item_rows: tuple[int, ...]  # rows into the caller's query list
+
+
+@dataclass(frozen=True)
+class AptitudeTest:
+    tasks: tuple[AptitudeTask, ...]
+
+    @property
+    def item_rows(self) -> list[int]:
+        return [row for task in self.tasks for row in task.item_rows]
+
+
+def _order_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _merge_small(
+    groups: dict[str, list[int]], vectors: npt.NDArray[np.float32], min_size: int, n_tasks: int
+) -> dict[str, list[int]]:
+    """Merge the smallest group into its nearest group until every group is big enough and few enough remain."""
+    groups = {k: list(v) for k, v in groups.items()}
+    while len(groups) > 1:
+        smallest = min(groups, key=lambda k: (len(groups[k]), k))
+        if len(groups[smallest]) >= min_size and len(groups) <= n_tasks:
+            break
+        centroid = vectors[groups[smallest]].mean(axis=0)
+        nearest = max(
+            (k for k in groups if k != smallest),
+            key=lambda k: (float(vectors[groups[k]].mean(axis=0) @ centroid), k),
+        )
+        groups[f"{nearest} + {smallest}" if len(nearest) < 60 else nearest] = groups.pop(nearest) + groups.pop(smallest)
+    return groups
+
+
+def _split_large(
+    groups: dict[str, list[int]], vectors: npt.NDArray[np.float32], n_tasks: int, min_size: int, seed: int
+) -> dict[str, list[int]]:
+    """Split groups by k-means on embeddings, shares proportional to size, until there are n_tasks."""
+    total = sum(len(v) for v in groups.values())
+    budget = {k: max(1, round(n_tasks * len(v) / total)) for k, v in groups.items()}
+    while sum(budget.values()) > n_tasks:
+        budget[max(budget, key=lambda k: (budget[k], k))] -= 1
+    while sum(budget.values()) < n_tasks:
+        budget[max(budget, key=lambda k: (len(groups[k]) / (budget[k] + 1), k))] += 1
+    split: dict[str, list[int]] = {}
+    for name, rows in groups.items():
+        parts = min(budget[name], max(1, len(rows) // min_size))
+        if parts == 1:
+            split[name] = rows
+            continue
+        labels = KMeans(n_clusters=parts, n_init=4, random_state=seed).fit_predict(vectors[rows])
+        for cluster in range(parts):
+            split[f"{name} #{cluster + 1}"] = [r for r, label in zip(rows, labels, strict=True) if label == cluster]
+    return split
+
+
+def _keywords(texts: Sequence[str], groups: dict[str, list[int]], top: int = 4) -> dict[str, tuple[str, ...]]:
+    tfidf = TfidfVectorizer(stop_words="english", max_features=20_000, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]{2,}\b")
+    matrix = tfidf.fit_transform(texts)
+    vocabulary = np.array(tfidf.get_feature_names_out())
+    keywords = {}
+    for name, rows in groups.items():
+        weights = np.asarray(matrix[rows].mean(axis=0)).ravel()
+        keywords[name] = tuple(vocabulary[np.argsort(-weights)[:top]])
+    return keywords
+
+
+def build_aptitude_test(
+    texts: Sequence[str],
+    subjects: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    outcomes: npt.NDArray[np.float64],
+    n_tasks: int = 50,
+    items_per_task: int = 20,
+    seed: int = 0,
+) -> AptitudeTest:
+    """outcomes: (queries x models), NaN where a model was not evaluated; one row per text."""
+    known = ~np.isnan(outcomes)
+    share_right = np.divide(
+        np.nansum(outcomes >= 0.5, axis=1),
+        known.sum(axis=1),
+        where=known.sum(axis=1) > 0,
+        out=np.full(len(texts), np.nan),
+    )
+    separating = (known.sum(axis=1) >= 2) & (share_right > 0) & (share_right < 1)
+
+    groups: dict[str, list[int]] = {}
+    for row, subject in enumerate(subjects):
+        if separating[row]:
+            groups.setdefault(subject or "general", []).append(row)
+    if not groups:
+        raise ValueError("no query separates the models (every query was answered by all or by none)")
+    groups = _merge_small(groups, vectors, items_per_task, n_tasks)
+    if len(groups) < n_tasks:
+        groups = _split_large(groups, vectors, n_tasks, items_per_task, seed)
+        groups = _merge_small(groups, vectors, items_per_task, n_tasks)
+    keywords = _keywords(texts, groups)
+
+    tasks = []
+    for position, name in enumerate(sorted(groups, key=lambda k: (-len(groups[k]), k))):
+        rows = sorted(groups[name], key=lambda r: (abs(share_right[r] - 0.5), _order_key(texts[r])))
+        chosen, seen = [], set()
+        for row in rows:
+            if texts[row] in seen:
+                continue
+            seen.add(texts[row])
+            chosen.append(row)
+            if len(chosen) == items_per_task:
+                break
+        description = f"{name}: {', '.join(keywords[name])}"
+        tasks.append(AptitudeTask(position, description, keywords[name], tuple(chosen)))
+    return AptitudeTest(tuple(tasks))

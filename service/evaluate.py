@@ -1,0 +1,322 @@
+"""`capprof evaluate`: every router against the baselines on held-out queries of one benchmark family.
+
+The capprof routers are trained with the service's own code (importer, profiles, routing engine) on a
+scratch SQLite + in-memory Qdrant holding the training rows only; test queries never reach training.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from profiling.aptitude import AptitudeTest, build_aptitude_test
+from profiling.dataset import Family, OutcomeRow, read_family
+from profiling.embedding_cache import CachedEmbedder
+from profiling.evaluation import (
+    DEFAULT_LAMBDAS,
+    CurvePoint,
+    Point,
+    best_single,
+    cost_at_accuracy,
+    curve,
+    is_test,
+    oracle,
+    random_router,
+    realised,
+)
+from profiling.evaluation import choose as choose_models
+from service.importer import import_families
+from service.routing_engine import Estimates
+from service.runtime import Runtime, upgrade_database
+from service.settings import Settings
+
+Matrix = npt.NDArray[np.float64]
+LEARNED = ("knn", "profile", "capprof")
+
+
+class EvaluationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Split:
+    family: Family
+    models: list[str]
+    train_rows: list[int]
+    test_rows: list[int]
+    outcomes: Matrix  # all queries x models, NaN = missing
+    costs: Matrix
+    dropped_test: int
+
+
+def _matrices(family: Family) -> tuple[list[str], Matrix, Matrix]:
+    models = [m.name for m in family.models]
+    column = {m: i for i, m in enumerate(models)}
+    row = {q.query_id: i for i, q in enumerate(family.queries)}
+    outcomes = np.full((len(family.queries), len(models)), np.nan)
+    costs = np.full_like(outcomes, np.nan)
+    for o in family.outcomes:
+        outcomes[row[o.query_id], column[o.model]] = o.score
+        costs[row[o.query_id], column[o.model]] = np.nan if o.cost_usd is None else o.cost_usd
+    return models, outcomes, costs
+
+
+def split_family(family: Family, seed: int, test_ids: set[str] | None) -> Split:
+    models, outcomes, costs = _matrices(family)
+    if test_ids is not None:
+        unknown = test_ids - {q.query_id for q in family.queries}
+        if unknown:
+            raise EvaluationError(
+                f"--test-ids: {len(unknown)} ids are not in the benchmark, e.g. {sorted(unknown)[:3]}"
+            )
+    chosen = [
+        i
+        for i, q in enumerate(family.queries)
+        if (q.query_id in test_ids if test_ids is not None else is_test(q.query_id, seed))
+    ]
+    complete = ~np.isnan(outcomes).any(axis=1) & ~np.isnan(costs).any(axis=1)
+    test_rows = [i for i in chosen if complete[i]]
+    test_set = set(chosen)
+    train_rows = [i for i in range(len(family.queries)) if i not in test_set]
+    return Split(family, models, train_rows, test_rows, outcomes, costs, len(chosen) - len(test_rows))
+
+
+def training_family(split: Split, new_models: set[str], aptitude_rows: set[int]) -> Family:
+    """Training rows only; a new model keeps nothing but its outcomes on the aptitude items."""
+    family = split.family
+    train_ids = {family.queries[i].query_id for i in split.train_rows}
+    aptitude_ids = {family.queries[i].query_id for i in aptitude_rows}
+
+    def keep(o: OutcomeRow) -> bool:
+        return o.query_id in train_ids and (o.model not in new_models or o.query_id in aptitude_ids)
+
+    return Family(
+        name=family.name,
+        path=family.path,
+        models=family.models,
+        queries=[family.queries[i] for i in split.train_rows],
+        outcomes=[o for o in family.outcomes if keep(o)],
+    )
+
+
+def _estimates(
+    train: Family, split: Split, embedder: CachedEmbedder, settings: Settings, test_vectors: npt.NDArray[np.float32]
+) -> Estimates:
+    """Train a scratch capprof on `train` and estimate every (test query, model) pair, in the split's model order."""
+    with tempfile.TemporaryDirectory(prefix="capprof-eval-") as tmp:
+        scratch = Settings(
+            **{
+                **settings.model_dump(),
+                "data_dir": Path(tmp),
+                "database_url": f"sqlite:///{tmp}/eval.db",
+                "qdrant_path": ":memory:",
+                "qdrant_url": None,
+            }
+        )
+        upgrade_database(scratch.resolved_database_url)
+        runtime = Runtime(scratch, embedder=embedder)
+        with runtime.transaction() as session:
+            import_families(session, runtime.store, embedder, scratch, [train], progress=False)
+        runtime.reload_router()
+        chars = np.array([len(split.family.queries[i].text) for i in split.test_rows], np.float64)
+        est = runtime.router.estimate(test_vectors, chars)
+        order = [runtime.router.state.models.names.index(m) for m in split.models]
+        runtime.store.close()
+        runtime.db_engine.dispose()
+    return Estimates(
+        est.weights,
+        est.votes,
+        est.nearest,
+        *(getattr(est, f)[:, order] for f in ("p_profile", "p_knn", "knn_share", "p_correct", "costs")),
+    )
+
+
+def _router_predictions(est: Estimates) -> dict[str, Matrix]:
+    return {"knn": est.p_knn, "profile": est.p_profile, "capprof": est.p_correct}
+
+
+def evaluate(
+    data: Path,
+    benchmark: str,
+    out: Path,
+    settings: Settings,
+    embedder: CachedEmbedder,
+    seed: int = 0,
+    test_ids: set[str] | None = None,
+    new_models: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    family = read_family(data / benchmark)
+    split = split_family(family, seed, test_ids)
+    if not split.test_rows or not split.train_rows:
+        raise EvaluationError("the split left no training or no test queries")
+    new = list(dict.fromkeys(new_models or []))
+    unknown = set(new) - set(split.models)
+    if unknown:
+        raise EvaluationError(f"--new-models: not in {benchmark}/models.csv: {sorted(unknown)}")
+    log(
+        f"{benchmark}: {len(split.train_rows)} train, {len(split.test_rows)} test queries "
+        f"({split.dropped_test} test queries dropped for a missing outcome or cost)"
+    )
+
+    texts = [q.text for q in family.queries]
+    vectors = embedder.embed(texts)
+    embedder.save()
+    test_vectors = vectors[split.test_rows]
+    outcomes, costs = split.outcomes[split.test_rows], split.costs[split.test_rows]
+
+    aptitude: AptitudeTest | None = None
+    aptitude_rows: set[int] = set()
+    if new:
+        old = [i for i, m in enumerate(split.models) if m not in set(new)]
+        train = split.train_rows
+        aptitude = build_aptitude_test(
+            [texts[i] for i in train],
+            [family.queries[i].subject or family.queries[i].domain for i in train],
+            vectors[train],
+            split.outcomes[np.ix_(train, old)],
+            seed=seed,
+        )
+        aptitude_rows = {train[r] for r in aptitude.item_rows}
+        log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude_rows)} items")
+
+    log("training capprof on the training rows ...")
+    est = _estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
+    predictions = _router_predictions(est)
+
+    train_outcomes = split.outcomes[split.train_rows]
+    if new:  # a new model's training accuracy is what its aptitude items show
+        visible = np.zeros_like(train_outcomes, dtype=bool)
+        rows = [r for r, i in enumerate(split.train_rows) if i in aptitude_rows]
+        for c, m in enumerate(split.models):
+            visible[rows if m in new else slice(None), c] = True
+        train_outcomes = np.where(visible, train_outcomes, np.nan)
+    single_col, single = best_single(np.nanmean(train_outcomes, axis=0), outcomes, costs)
+
+    fixed: dict[str, Point] = {
+        "random": random_router(outcomes, costs),
+        "best_single": single,
+        "oracle": oracle(outcomes, costs),
+    }
+    curves: dict[str, list[CurvePoint]] = {
+        name: curve(p, est.costs, outcomes, costs, DEFAULT_LAMBDAS) for name, p in predictions.items()
+    }
+    routers: dict[str, dict[str, Any]] = {
+        name: {"accuracy": p.accuracy, "cost_per_query": p.cost_per_query, "model": None} for name, p in fixed.items()
+    }
+    routers["best_single"]["model"] = split.models[single_col]
+    for name, points in curves.items():
+        routers[name] = {"accuracy": points[0].accuracy, "cost_per_query": points[0].cost_per_query, "model": None}
+
+    cost_quality: dict[str, list[dict[str, float]]] = {
+        name: [{"lambda": 0.0, "accuracy": p.accuracy, "cost_per_query": p.cost_per_query}] for name, p in fixed.items()
+    }
+    for name, points in curves.items():
+        cost_quality[name] = [
+            {"lambda": p.cost_weight, "accuracy": p.accuracy, "cost_per_query": p.cost_per_query} for p in points
+        ]
+    target = single.accuracy
+    cost_at = {name: cost_at_accuracy([fixed[name]], target) for name in fixed}
+    cost_at.update({name: cost_at_accuracy(points, target) for name, points in curves.items()})
+
+    onboarding = None
+    if new:
+        log("training capprof again with the new models' full training outcomes ...")
+        full = _estimates(training_family(split, set(), set()), split, embedder, settings, test_vectors)
+        full_point = realised(outcomes, costs, choose_models(full.p_correct, full.costs, 0.0))
+        choice = choose_models(est.p_correct, est.costs, 0.0)
+        new_cols = [split.models.index(m) for m in new]
+        onboarding = {
+            "new_models": new,
+            "full_information": asdict(full_point),
+            "aptitude_only": {
+                "accuracy": routers["capprof"]["accuracy"],
+                "cost_per_query": routers["capprof"]["cost_per_query"],
+            },
+            "share_routed_to_new_models": float(np.isin(choice, new_cols).mean()),
+        }
+
+    report: dict[str, Any] = {
+        "benchmark": benchmark,
+        "n_train": len(split.train_rows),
+        "n_test": len(split.test_rows),
+        "n_test_dropped": split.dropped_test,
+        "seed": seed,
+        "models": split.models,
+        "routers": routers,
+        "cost_quality": cost_quality,
+        "cost_at_best_single_accuracy": cost_at,
+        "onboarding": onboarding,
+    }
+    if aptitude is not None:
+        report["aptitude_test"] = {"tasks": len(aptitude.tasks), "items": len(aptitude.item_rows)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown_report(report))
+    plot_cost_quality(report, out / "cost_quality.png")
+    return report
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    best = report["routers"]["best_single"]
+    lines = [
+        f"# {report['benchmark']}: routers on held-out queries",
+        "",
+        f"{report['n_train']} training and {report['n_test']} test queries "
+        f"({report['n_test_dropped']} dropped for a missing outcome), {len(report['models'])} models, seed {report['seed']}.",
+        "",
+        "| router | accuracy (lambda 0) | cost per query (USD) | cost at best-single accuracy |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, row in report["routers"].items():
+        label = f"{name} ({row['model']})" if row.get("model") else name
+        at = report["cost_at_best_single_accuracy"].get(name)
+        share = f"{at:.6f} ({at / best['cost_per_query']:.0%} of best single)" if at is not None else "not reached"
+        lines.append(f"| {label} | {row['accuracy']:.4f} | {row['cost_per_query']:.6f} | {share} |")
+    onboarding = report.get("onboarding")
+    if onboarding:
+        lines += [
+            "",
+            f"New models held out (aptitude test only): {', '.join(onboarding['new_models'])}",
+            "",
+            "| capprof trained with | accuracy | cost per query (USD) |",
+            "| --- | ---: | ---: |",
+            f"| full information | {onboarding['full_information']['accuracy']:.4f} | {onboarding['full_information']['cost_per_query']:.6f} |",
+            f"| aptitude results only | {onboarding['aptitude_only']['accuracy']:.4f} | {onboarding['aptitude_only']['cost_per_query']:.6f} |",
+            "",
+            f"Share of test queries routed to the new models: {onboarding['share_routed_to_new_models']:.1%}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_cost_quality(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name, points in report["cost_quality"].items():
+        xs = [p["cost_per_query"] for p in points]
+        ys = [p["accuracy"] for p in points]
+        if len(points) > 1:
+            ax.plot(xs, ys, marker=".", label=name)
+        else:
+            marker = {"best_single": "*", "oracle": "P", "random": "x"}.get(name, "o")
+            ax.scatter(xs, ys, marker=marker, s=140, zorder=5, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("cost per query (USD, log scale)")
+    ax.set_ylabel("accuracy on held-out queries")
+    ax.set_title(f"{report['benchmark']}: accuracy vs cost")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

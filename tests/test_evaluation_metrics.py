@@ -1,0 +1,73 @@
+"""Evaluation metrics on small hand-made data where the right answers are known."""
+
+import numpy as np
+import pytest
+
+from profiling.evaluation import (
+    CurvePoint,
+    Point,
+    best_single,
+    choose,
+    cost_at_accuracy,
+    curve,
+    is_test,
+    oracle,
+    random_router,
+    realised,
+)
+
+# 4 queries x 3 models: A is cheap and right on half, B is dear and right on three, C right once.
+OUTCOMES = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 1], [0, 0, 0]], float)
+COSTS = np.array([[1, 10, 2], [1, 10, 2], [1, 10, 2], [1, 10, 2]], float) / 1000
+
+
+def test_oracle_takes_the_cheapest_correct_model() -> None:
+    point = oracle(OUTCOMES, COSTS)
+    assert point.accuracy == 0.75  # query 4 has no correct model
+    # query 1: A (1), query 2: B (10), query 3: A (1), query 4: none -> cheapest (1)
+    assert point.cost_per_query == pytest.approx((1 + 10 + 1 + 1) / 4 / 1000)
+
+
+def test_random_is_the_expectation_over_models() -> None:
+    point = random_router(OUTCOMES, COSTS)
+    assert point.accuracy == pytest.approx(OUTCOMES.mean())
+    assert point.cost_per_query == pytest.approx((1 + 10 + 2) / 3 / 1000)
+
+
+def test_best_single_is_chosen_on_training_accuracy_not_test() -> None:
+    train_accuracy = np.array([0.9, 0.5, 0.1])  # training says A, although B is better on test
+    model, point = best_single(train_accuracy, OUTCOMES, COSTS)
+    assert model == 0
+    assert point == Point(0.5, pytest.approx(0.001))
+
+
+def test_choose_trades_quality_for_cost_and_breaks_ties_by_cost() -> None:
+    p = np.array([[0.6, 0.9, 0.6]])
+    est = np.array([[0.001, 0.01, 0.002]])
+    assert choose(p, est, 0.0)[0] == 1
+    assert choose(p, est, 0.1)[0] == 0  # 0.9 - 1.0 < 0.6 - 0.1
+    tie = np.array([[0.5, 0.5, 0.5]])
+    assert choose(tie, est, 0.0)[0] == 0
+
+
+def test_curve_measures_actual_outcomes_and_costs() -> None:
+    p = np.tile([0.5, 0.8, 0.1], (4, 1))
+    points = curve(p, COSTS, OUTCOMES, COSTS, lambdas=[0.0, 10.0])
+    assert points[0] == CurvePoint(0.0, 0.75, pytest.approx(0.01))
+    assert points[1] == CurvePoint(10.0, 0.5, pytest.approx(0.001))
+    assert realised(OUTCOMES, COSTS, np.array([2, 2, 2, 2])) == Point(0.25, pytest.approx(0.002))
+
+
+def test_cost_at_accuracy_is_the_cheapest_point_reaching_it() -> None:
+    points = [CurvePoint(0, 0.80, 0.010), CurvePoint(1, 0.76, 0.004), CurvePoint(2, 0.70, 0.001)]
+    assert cost_at_accuracy(points, 0.75) == 0.004
+    assert cost_at_accuracy(points, 0.80) == 0.010
+    assert cost_at_accuracy(points, 0.81) is None
+
+
+def test_split_is_deterministic_and_near_the_share() -> None:
+    ids = [f"q{i}" for i in range(5000)]
+    first = [is_test(i, seed=7) for i in ids]
+    assert first == [is_test(i, seed=7) for i in ids]
+    assert first != [is_test(i, seed=8) for i in ids]
+    assert 0.27 < np.mean(first) < 0.33
