@@ -84,6 +84,7 @@ def profile_estimate(
     present = np.stack([(query_weights[:, mask].sum(axis=1) > 0) for mask in kind_masks], axis=1)
     kinds_present = present.sum(axis=1, keepdims=True).astype(np.float64)
     scaled = np.divide(query_weights, kinds_present, out=np.zeros_like(query_weights), where=kinds_present > 0)
-    estimate = scaled @ profile.T
+    used = np.flatnonzero(scaled.any(axis=0))  # a query weighs a handful of dimensions
+    estimate = scaled[:, used] @ profile[:, used].T
     fallback = np.where(np.isnan(means), 0.0, means)
     return np.where(kinds_present > 0, estimate, fallback[None, :])

@@ -24,6 +24,18 @@ class ModelCatalog:
     typical_output_tokens: Matrix
     mean_cost_usd: Matrix
 
+    def __post_init__(self) -> None:
+        # Derived once per catalog, never per request.
+        known = self.typical_output_tokens[np.isfinite(self.typical_output_tokens)]
+        fallback = float(np.median(known)) if known.size else 0.0
+        object.__setattr__(
+            self,
+            "output_tokens_filled",
+            np.where(np.isnan(self.typical_output_tokens), fallback, self.typical_output_tokens),
+        )
+        object.__setattr__(self, "name_array", np.array(self.names, dtype=object))
+        object.__setattr__(self, "provider_array", np.array([p or "" for p in self.providers], dtype=object))
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -50,29 +62,23 @@ def input_tokens(texts_chars: npt.NDArray[np.float64]) -> Matrix:
 
 def estimate_costs(catalog: ModelCatalog, tokens_in: Matrix) -> Matrix:
     """(batch x models) USD per query: prices x (input tokens, typical output), else the mean observed cost."""
-    typical_out = np.where(
-        np.isnan(catalog.typical_output_tokens),
-        np.nanmedian(catalog.typical_output_tokens) if np.isfinite(catalog.typical_output_tokens).any() else 0.0,
-        catalog.typical_output_tokens,
-    )
+    typical_out: Matrix = catalog.output_tokens_filled  # type: ignore[attr-defined]
     priced = (
-        tokens_in[:, None] * catalog.input_usd_per_mtok[None, :]
-        + typical_out[None, :] * catalog.output_usd_per_mtok[None, :]
+        tokens_in[:, None] * catalog.input_usd_per_mtok[None, :] + (typical_out * catalog.output_usd_per_mtok)[None, :]
     ) / 1e6
     return np.where(np.isnan(priced), catalog.mean_cost_usd[None, :], priced)
 
 
 def allowed(catalog: ModelCatalog, constraints: Constraints, costs: Matrix) -> npt.NDArray[np.bool_]:
     """(batch x models) mask of models that satisfy every hard constraint."""
-    names = np.array(catalog.names, dtype=object)
+    names = catalog.name_array  # type: ignore[attr-defined]
     mask = np.ones(len(catalog), dtype=bool)
     if constraints.candidates is not None:
         mask &= np.isin(names, list(constraints.candidates))
     if constraints.exclude_models:
         mask &= ~np.isin(names, list(constraints.exclude_models))
     if constraints.exclude_providers:
-        providers = np.array([p or "" for p in catalog.providers], dtype=object)
-        mask &= ~np.isin(providers, list(constraints.exclude_providers))
+        mask &= ~np.isin(catalog.provider_array, list(constraints.exclude_providers))  # type: ignore[attr-defined]
     batch_mask = np.broadcast_to(mask, costs.shape).copy()
     if constraints.max_cost_usd is not None:
         batch_mask &= ~np.isnan(costs) & (costs <= constraints.max_cost_usd)
@@ -81,9 +87,11 @@ def allowed(catalog: ModelCatalog, constraints: Constraints, costs: Matrix) -> n
 
 def utility(p_correct: Matrix, costs: Matrix, cost_weight: float) -> Matrix:
     """P(correct) - lambda * cost per 1,000 queries; an unknown cost counts as the row's median."""
-    median = np.nanmedian(np.where(np.isnan(costs).all(axis=1, keepdims=True), 0.0, costs), axis=1, keepdims=True)
-    known = np.where(np.isnan(costs), median, costs)
-    return p_correct - cost_weight * COST_UNIT * known
+    unknown = np.isnan(costs)
+    if unknown.any():
+        median = np.nanmedian(np.where(unknown.all(axis=1, keepdims=True), 0.0, costs), axis=1, keepdims=True)
+        costs = np.where(unknown, median, costs)
+    return p_correct - cost_weight * COST_UNIT * costs
 
 
 def rank(
@@ -95,15 +103,22 @@ def rank(
     top_n: int,
 ) -> list[list[Alternative]]:
     """Best first per query (ties go to the cheaper model); models outside the mask never appear."""
-    scores = utility(p_correct, costs, cost_weight)
+    scores = np.where(mask, utility(p_correct, costs, cost_weight), -np.inf)
     results: list[list[Alternative]] = []
     for row in range(len(scores)):
-        candidates = np.flatnonzero(mask[row])
-        if candidates.size == 0:
+        allowed_count = int(mask[row].sum())
+        if allowed_count == 0:
             results.append([])
             continue
+        n = min(top_n, allowed_count)
+        if n < scores.shape[1]:
+            # Keep everything tied with the n-th best so the cost tie-break below sees all of them.
+            kth = np.partition(scores[row], -n)[-n]
+            candidates = np.flatnonzero(scores[row] >= kth)
+        else:
+            candidates = np.flatnonzero(mask[row])
         cand_cost = np.nan_to_num(costs[row, candidates], nan=np.inf)
-        order = candidates[np.lexsort((cand_cost, -scores[row, candidates]))][:top_n]
+        order = candidates[np.lexsort((cand_cost, -scores[row, candidates]))][:n]
         results.append(
             [
                 Alternative(

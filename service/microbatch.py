@@ -14,7 +14,7 @@ EmbedFn = Callable[[Sequence[str]], Vectors]
 
 
 class MicroBatcher:
-    """Requests wait at most `window_ms` for company; one worker thread call embeds them all."""
+    """Requests that arrive while an embedding runs share the next call; `window_ms` can wait for more."""
 
     def __init__(self, embed: EmbedFn, window_ms: float, max_texts: int) -> None:
         self._embed = embed
@@ -49,6 +49,11 @@ class MicroBatcher:
         while True:
             batch = [await self._queue.get()]
             size = len(batch[0][0])
+            # Natural batching: whatever queued up while the last batch was embedding joins this one ...
+            while size < self._max_texts and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1][0])
+            # ... and an optional window waits a little longer for company.
             deadline = loop.time() + self._window
             while size < self._max_texts:
                 timeout = deadline - loop.time()

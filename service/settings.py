@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     # Serving.
     route_batch_max: int = Field(default=256, ge=1)
-    microbatch_window_ms: float = Field(default=2.0, ge=0.0)
+    microbatch_window_ms: float = Field(default=0.0, ge=0.0, description="extra wait for company (0: natural batching)")
     microbatch_max: int = Field(default=64, ge=1)
     embed_batch_size: int = Field(default=64, ge=1)
     decision_flush_interval_s: float | None = Field(default=0.5, description="None: flush only on demand")

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from profiling.knn import OutcomeTable
 from profiling.model_profile import ProfileSums, model_means, record_values, shrunk_profile
 from profiling.query_profile import KINDS, DimensionCatalog, ExemplarSet, QueryProfiler
 from profiling.scoring import ModelCatalog
@@ -100,7 +101,7 @@ class RouterState:
     profile: npt.NDArray[np.float64]
     means: npt.NDArray[np.float64]
     queries: NearestIndex
-    outcomes: npt.NDArray[np.float32]
+    outcomes: OutcomeTable
     evaluated_queries: int
 
 
@@ -154,6 +155,6 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
         profile=profile,
         means=means,
         queries=_searchable(settings, store, EVAL_QUERIES, index),
-        outcomes=outcomes,
+        outcomes=OutcomeTable.from_outcomes(outcomes),
         evaluated_queries=len(index),
     )
