@@ -1,7 +1,7 @@
 """Model-SAT's aptitude test: 50 tasks x 20 items chosen from evaluation data to separate models.
 
 Tasks come from the data's subject labels: small subjects are merged into their nearest neighbour (by
-centroid), and where there are too few subjects the largest are split by k-means on query embeddings.
+centroid), and where there are too few subjects they are split into balanced clusters of query embeddings.
 Items are the task's queries on which about half of the models were right (never all or none).
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 
@@ -56,25 +55,37 @@ def _merge_small(
     return groups
 
 
+def _bisect(rows: list[int], vectors: npt.NDArray[np.float32], parts: int) -> list[list[int]]:
+    """Balanced divisive clustering: cut along the principal direction of the group's embeddings, recursively.
+
+    Floor cuts keep every leaf at least len(rows) // parts long, so no task ends up short of items.
+    """
+    if parts == 1:
+        return [rows]
+    left_parts = parts // 2
+    centred = vectors[rows] - vectors[rows].mean(axis=0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    ordered = [rows[i] for i in np.argsort(centred @ direction, kind="stable")]
+    cut = len(rows) * left_parts // parts
+    return _bisect(ordered[:cut], vectors, left_parts) + _bisect(ordered[cut:], vectors, parts - left_parts)
+
+
 def _split_large(
-    groups: dict[str, list[int]], vectors: npt.NDArray[np.float32], n_tasks: int, min_size: int, seed: int
+    groups: dict[str, list[int]], vectors: npt.NDArray[np.float32], n_tasks: int, min_size: int
 ) -> dict[str, list[int]]:
-    """Split groups by k-means on embeddings, shares proportional to size, until there are n_tasks."""
-    total = sum(len(v) for v in groups.values())
-    budget = {k: max(1, round(n_tasks * len(v) / total)) for k, v in groups.items()}
-    while sum(budget.values()) > n_tasks:
-        budget[max(budget, key=lambda k: (budget[k], k))] -= 1
+    """Give each group a share of the tasks (by size, never more than it can fill) and split it that many ways."""
+    capacity = {k: max(1, len(v) // min_size) for k, v in groups.items()}
+    budget = dict.fromkeys(groups, 1)
     while sum(budget.values()) < n_tasks:
-        budget[max(budget, key=lambda k: (len(groups[k]) / (budget[k] + 1), k))] += 1
+        open_groups = [k for k in groups if budget[k] < capacity[k]]
+        if not open_groups:
+            break
+        budget[max(open_groups, key=lambda k: (len(groups[k]) / (budget[k] + 1), k))] += 1
     split: dict[str, list[int]] = {}
     for name, rows in groups.items():
-        parts = min(budget[name], max(1, len(rows) // min_size))
-        if parts == 1:
-            split[name] = rows
-            continue
-        labels = KMeans(n_clusters=parts, n_init=4, random_state=seed).fit_predict(vectors[rows])
-        for cluster in range(parts):
-            split[f"{name} #{cluster + 1}"] = [r for r, label in zip(rows, labels, strict=True) if label == cluster]
+        parts = _bisect(rows, vectors, budget[name])
+        for number, part in enumerate(parts, start=1):
+            split[name if len(parts) == 1 else f"{name} #{number}"] = part
     return split
 
 
@@ -96,7 +107,6 @@ def build_aptitude_test(
     outcomes: npt.NDArray[np.float64],
     n_tasks: int = 50,
     items_per_task: int = 20,
-    seed: int = 0,
 ) -> AptitudeTest:
     """outcomes: (queries x models), NaN where a model was not evaluated; one row per text."""
     known = ~np.isnan(outcomes)
@@ -116,8 +126,7 @@ def build_aptitude_test(
         raise ValueError("no query separates the models (every query was answered by all or by none)")
     groups = _merge_small(groups, vectors, items_per_task, n_tasks)
     if len(groups) < n_tasks:
-        groups = _split_large(groups, vectors, n_tasks, items_per_task, seed)
-        groups = _merge_small(groups, vectors, items_per_task, n_tasks)
+        groups = _split_large(groups, vectors, n_tasks, items_per_task)
     keywords = _keywords(texts, groups)
 
     tasks = []

@@ -182,7 +182,6 @@ def evaluate(
             [family.queries[i].subject or family.queries[i].domain for i in train],
             vectors[train],
             split.outcomes[np.ix_(train, old)],
-            seed=seed,
         )
         aptitude_rows = {train[r] for r in aptitude.item_rows}
         log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude_rows)} items")
