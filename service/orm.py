@@ -180,3 +180,73 @@ class ApiKey(TimestampMixin, Base):
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)
     scopes: Mapped[str] = mapped_column(String(200), default="route")
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AptitudeTest(TimestampMixin, Base):
+    """A versioned aptitude test (Model-SAT): tasks of items chosen to separate models."""
+
+    __tablename__ = "aptitude_tests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    built_from: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+    tasks: Mapped[list["AptitudeTask"]] = relationship(
+        back_populates="test", cascade="all, delete-orphan", passive_deletes=True, order_by="AptitudeTask.position"
+    )
+
+
+class AptitudeTask(Base):
+    __tablename__ = "aptitude_tasks"
+    __table_args__ = (UniqueConstraint("test_id", "position", name="uq_aptitude_tasks_test_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    test_id: Mapped[int] = mapped_column(ForeignKey("aptitude_tests.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    keywords: Mapped[list[str]] = mapped_column(JsonType)
+
+    test: Mapped[AptitudeTest] = relationship(back_populates="tasks")
+    items: Mapped[list["AptitudeItem"]] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True, order_by="AptitudeItem.position"
+    )
+
+
+class AptitudeItem(Base):
+    """One item of a task: an evaluation query (so its outcomes are ordinary evaluation records)."""
+
+    __tablename__ = "aptitude_items"
+    __table_args__ = (UniqueConstraint("task_id", "query_id", name="uq_aptitude_items_task_query"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("aptitude_tasks.id", ondelete="CASCADE"), index=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("eval_queries.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+
+    task: Mapped[AptitudeTask] = relationship(back_populates="items")
+
+
+class AptitudeResult(Base):
+    """A model's accuracy on one task: the entries of its aptitude vector."""
+
+    __tablename__ = "aptitude_results"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("aptitude_tasks.id", ondelete="CASCADE"), primary_key=True)
+    accuracy: Mapped[float] = mapped_column(Float)
+    items: Mapped[int] = mapped_column(Integer)
+
+
+class RerankerCheckpoint(TimestampMixin, Base):
+    """A trained Model-SAT scorer: metadata here, weights in a file under the data dir."""
+
+    __tablename__ = "reranker_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    path: Mapped[str] = mapped_column(String(500))
+    aptitude_test_id: Mapped[int] = mapped_column(ForeignKey("aptitude_tests.id", ondelete="RESTRICT"))
+    data_fingerprint: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    config: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    active: Mapped[bool] = mapped_column(default=False)
