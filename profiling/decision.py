@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from profiling.query_profile import QueryProfile
 from profiling.scoring import Alternative
@@ -10,11 +10,12 @@ from profiling.scoring import Alternative
 
 @dataclass(frozen=True)
 class Contribution:
-    """How one model's utility splits: profile part per dimension, kNN part, cost part."""
+    """How one model's utility splits: profile part per dimension, kNN part, re-ranker part, cost part."""
 
     dimensions: dict[str, float]
     knn: float
     cost: float
+    reranker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -25,4 +26,4 @@ class Decision:
     profile: QueryProfile
     cost_weight: float
     contributions: dict[str, Contribution] | None = None
-    notes: list[str] = field(default_factory=list)
+    reranker_version: int | None = None

@@ -7,13 +7,13 @@ chosen model on each test query.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from profiling.model_profile import COST_UNIT
+from profiling.scoring import blend, stage2_top_k, utility
 
 Matrix = npt.NDArray[np.float64]
 DEFAULT_LAMBDAS = (0.0, *np.round(np.logspace(-4, 1, 26), 6).tolist())
@@ -44,12 +44,38 @@ def realised(outcomes: Matrix, costs: Matrix, choice: npt.NDArray[np.int64]) -> 
     return Point(float(outcomes[rows, choice].mean()), float(costs[rows, choice].mean()))
 
 
+def _argmax_cheapest(scores: Matrix, estimated_costs: Matrix) -> npt.NDArray[np.int64]:
+    best = scores.max(axis=1, keepdims=True)
+    tied = np.isclose(scores, best, rtol=0, atol=1e-12) & np.isfinite(scores)
+    return np.where(tied, np.nan_to_num(estimated_costs, nan=np.inf), np.inf).argmin(axis=1).astype(np.int64)
+
+
 def choose(p_correct: Matrix, estimated_costs: Matrix, cost_weight: float) -> npt.NDArray[np.int64]:
     """Argmax of P(correct) - lambda * cost per 1,000 queries; ties go to the cheaper estimate."""
-    utility = p_correct - cost_weight * COST_UNIT * np.nan_to_num(estimated_costs, nan=0.0)
-    best = utility.max(axis=1, keepdims=True)
-    tied = np.isclose(utility, best, rtol=0, atol=1e-12)
-    return np.where(tied, np.nan_to_num(estimated_costs, nan=np.inf), np.inf).argmin(axis=1).astype(np.int64)
+    return _argmax_cheapest(utility(p_correct, estimated_costs, cost_weight), estimated_costs)
+
+
+def choose_reranked(
+    stage1: Matrix, stage2: Matrix, estimated_costs: Matrix, cost_weight: float, top_k: int, weight: float
+) -> npt.NDArray[np.int64]:
+    """The service's two-stage choice: stage-1 top-K by utility, re-scored with the blended estimate."""
+    top = stage2_top_k(utility(stage1, estimated_costs, cost_weight), np.ones_like(stage1, dtype=bool), top_k)
+    scores = utility(blend(stage1, stage2, top, weight), estimated_costs, cost_weight)
+    return _argmax_cheapest(np.where(top, scores, -np.inf), estimated_costs)
+
+
+def curve_of(
+    chooser: Callable[[float], npt.NDArray[np.int64]],
+    outcomes: Matrix,
+    costs: Matrix,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+) -> list[CurvePoint]:
+    """Realised accuracy and cost of a router's choices at each lambda."""
+    points = []
+    for lam in lambdas:
+        point = realised(outcomes, costs, chooser(lam))
+        points.append(CurvePoint(float(lam), point.accuracy, point.cost_per_query))
+    return points
 
 
 def curve(
@@ -59,11 +85,7 @@ def curve(
     costs: Matrix,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
 ) -> list[CurvePoint]:
-    points = []
-    for lam in lambdas:
-        point = realised(outcomes, costs, choose(p_correct, estimated_costs, lam))
-        points.append(CurvePoint(float(lam), point.accuracy, point.cost_per_query))
-    return points
+    return curve_of(lambda lam: choose(p_correct, estimated_costs, lam), outcomes, costs, lambdas)
 
 
 def random_router(outcomes: Matrix, costs: Matrix) -> Point:

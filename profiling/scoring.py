@@ -94,6 +94,23 @@ def utility(p_correct: Matrix, costs: Matrix, cost_weight: float) -> Matrix:
     return p_correct - cost_weight * COST_UNIT * costs
 
 
+def stage2_top_k(stage1_utility: Matrix, eligible: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    """(batch x models) mask of the k eligible models with the best stage-1 utility per query."""
+    scores = np.where(eligible, stage1_utility, -np.inf)
+    top = np.zeros_like(eligible)
+    if scores.shape[1] == 0:
+        return top
+    k = min(k, scores.shape[1])
+    picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    np.put_along_axis(top, picked, True, axis=1)
+    return top & eligible
+
+
+def blend(stage1: Matrix, stage2: Matrix, rerank: npt.NDArray[np.bool_], weight: float) -> Matrix:
+    """P(correct) after stage 2: a weighted mean of both estimates on re-ranked models, stage 1 elsewhere."""
+    return np.where(rerank, (1.0 - weight) * stage1 + weight * stage2, stage1)
+
+
 def rank(
     catalog: ModelCatalog,
     p_correct: Matrix,
@@ -101,9 +118,14 @@ def rank(
     cost_weight: float,
     mask: npt.NDArray[np.bool_],
     top_n: int,
+    first: npt.NDArray[np.bool_] | None = None,
 ) -> list[list[Alternative]]:
-    """Best first per query (ties go to the cheaper model); models outside the mask never appear."""
+    """Best first per query (ties go to the cheaper model); models outside the mask never appear.
+
+    `first` marks models (the stage-2 re-ranked ones) that rank ahead of all others.
+    """
     scores = np.where(mask, utility(p_correct, costs, cost_weight), -np.inf)
+    ahead = (first & mask) if first is not None else np.zeros_like(mask)
     results: list[list[Alternative]] = []
     for row in range(len(scores)):
         allowed_count = int(mask[row].sum())
@@ -112,13 +134,13 @@ def rank(
             continue
         n = min(top_n, allowed_count)
         if n < scores.shape[1]:
-            # Keep everything tied with the n-th best so the cost tie-break below sees all of them.
+            # The n best by utility, everything tied with the n-th (for the cost tie-break) and the ones ranked ahead.
             kth = np.partition(scores[row], -n)[-n]
-            candidates = np.flatnonzero(scores[row] >= kth)
+            candidates = np.flatnonzero((scores[row] >= kth) | ahead[row])
         else:
             candidates = np.flatnonzero(mask[row])
         cand_cost = np.nan_to_num(costs[row, candidates], nan=np.inf)
-        order = candidates[np.lexsort((cand_cost, -scores[row, candidates]))][:n]
+        order = candidates[np.lexsort((cand_cost, -scores[row, candidates], ~ahead[row, candidates]))][:n]
         results.append(
             [
                 Alternative(

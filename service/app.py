@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,11 +13,12 @@ from fastapi.responses import JSONResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service.api import dimensions, health, models, routing
+from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.catalog import ensure_capabilities
 from service.decision_log import DecisionLog
 from service.metrics import Metrics
 from service.microbatch import MicroBatcher
+from service.reranker_registry import active_checkpoint
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -56,6 +58,28 @@ async def _vectors_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _active_version(runtime: Runtime) -> int | None:
+    with runtime.sessions() as session:
+        checkpoint = active_checkpoint(session)
+        return checkpoint.version if checkpoint is not None else None
+
+
+async def _follow_active_checkpoint(runtime: Runtime) -> None:
+    """Picks up a checkpoint activated elsewhere (the CLI, another replica) without a restart."""
+    while True:
+        await asyncio.sleep(runtime.settings.reranker_poll_s)
+        try:
+            wanted = await asyncio.to_thread(_active_version, runtime)
+            loaded = (
+                runtime.router.state.stage2.version if runtime.router.loaded and runtime.router.state.stage2 else None
+            )
+            if wanted != loaded:
+                logger.info("re-ranker checkpoint changed (%s -> %s): reloading", loaded, wanted)
+                await asyncio.to_thread(runtime.reload_router)
+        except Exception as exc:  # noqa: BLE001 - a store blip must not kill the watcher
+            logger.warning("re-ranker watch failed: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the app; pass a prepared Runtime to share an embedder or a database connection (tests)."""
     runtime = runtime or Runtime(settings or Settings())
@@ -78,9 +102,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             logger.error("stores unavailable at start-up, routing not ready: %s", exc)
         await batcher.start()
         decision_log.start()
+        watcher = asyncio.create_task(_follow_active_checkpoint(runtime))
         try:
             yield
         finally:
+            watcher.cancel()
             await batcher.stop()
             decision_log.stop()
             runtime.close()
@@ -100,6 +126,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(ResponseHandlingException, _vectors_down)
     app.add_exception_handler(UnexpectedResponse, _vectors_down)
-    for module in (health, models, dimensions, routing):
+    for module in (health, models, dimensions, routing, aptitude, reranker):
         app.include_router(module.router)
     return app

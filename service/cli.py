@@ -18,8 +18,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 profiles_app = typer.Typer(help="Model profiles.", no_args_is_help=True)
+aptitude_app = typer.Typer(help="The Model-SAT aptitude test.", no_args_is_help=True)
+reranker_app = typer.Typer(help="Model-SAT re-ranker checkpoints.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(aptitude_app, name="aptitude")
+app.add_typer(reranker_app, name="reranker")
 
 
 def _runtime():  # type: ignore[no-untyped-def]
@@ -99,6 +103,144 @@ def profiles_rebuild() -> None:
     finally:
         runtime.close()
     typer.echo(f"profiled {stats.queries} queries from {stats.records} records: {stats.profile_cells} profile cells")
+
+
+@aptitude_app.command("build")
+def aptitude_build() -> None:
+    """Build a new aptitude test version (50 tasks x 20 items) from the evaluation data."""
+    from service.aptitude import build_test
+
+    runtime = _runtime()
+    try:
+        with runtime.transaction() as session:
+            test = build_test(session, runtime.store)
+            version, tasks = test.version, len(test.tasks)
+            items = sum(len(t.items) for t in test.tasks)
+    finally:
+        runtime.close()
+    typer.echo(f"aptitude test v{version}: {tasks} tasks, {items} items")
+
+
+def _aptitude_document() -> dict[str, object]:
+    from fastapi.encoders import jsonable_encoder
+
+    from service.api.aptitude import read_aptitude_test
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            return jsonable_encoder(read_aptitude_test(session))  # type: ignore[no-any-return]
+    finally:
+        runtime.close()
+
+
+@aptitude_app.command("show")
+def aptitude_show() -> None:
+    """Summarise the current aptitude test: one line per task."""
+    document = _aptitude_document()
+    typer.echo(f"aptitude test v{document['version']}")
+    for task in document["tasks"]:  # type: ignore[attr-defined]
+        typer.echo(f"  task {task['id']}: {len(task['items'])} items  {task['description']}")
+
+
+@aptitude_app.command("export")
+def aptitude_export(
+    out: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
+) -> None:
+    """The current test as JSON (what GET /v1/aptitude serves), to run a new model on."""
+    text = json.dumps(_aptitude_document(), indent=2, ensure_ascii=False)
+    if out:
+        out.write_text(text + "\n")
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+@reranker_app.command("train")
+def reranker_train(
+    activate_after: Annotated[bool, typer.Option("--activate", help="activate the new checkpoint")] = False,
+    epochs: Annotated[int, typer.Option(help="most training epochs (early stopping may end sooner)")] = 20,
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+) -> None:
+    """Train a Model-SAT checkpoint on the current aptitude test and all evaluation records."""
+    from profiling.model_sat import ModelSatConfig
+    from service.catalog import NotFoundError
+    from service.reranker_registry import activate, train_checkpoint
+
+    runtime = _runtime()
+    try:
+        with runtime.transaction() as session:
+            checkpoint = train_checkpoint(
+                session,
+                runtime.store,
+                runtime.embedder,
+                runtime.settings,
+                ModelSatConfig(epochs=epochs, seed=seed),
+                log=lambda line: typer.echo(line, err=True),
+            )
+            if activate_after:
+                activate(session, checkpoint.version)
+            version, metrics = checkpoint.version, checkpoint.metrics
+    except NotFoundError as exc:
+        typer.echo(f"reranker train: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        runtime.close()
+    typer.echo(f"checkpoint v{version}{' (active)' if activate_after else ''}: {json.dumps(metrics)}")
+
+
+@reranker_app.command("evaluate")
+def reranker_evaluate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
+    """Calibration error and top-1 accuracy of a checkpoint on the held-out validation queries."""
+    from service.catalog import NotFoundError
+    from service.reranker_registry import evaluate_checkpoint
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            result = evaluate_checkpoint(session, runtime.store, runtime.settings, version)
+    except NotFoundError as exc:
+        typer.echo(f"reranker evaluate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        runtime.close()
+    typer.echo(json.dumps(result, indent=2))
+
+
+@reranker_app.command("list")
+def reranker_list() -> None:
+    """All checkpoints, the active one marked."""
+    from service.reranker_registry import list_checkpoints
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            for c in list_checkpoints(session):
+                mark = "*" if c.active else " "
+                ece = c.metrics.get("ece_calibrated", float("nan"))
+                typer.echo(
+                    f"{mark} v{c.version}  {c.created_at:%Y-%m-%d %H:%M}  ECE {ece:.4f}  data {c.data_fingerprint[:12]}"
+                )
+    finally:
+        runtime.close()
+
+
+@reranker_app.command("activate")
+def reranker_activate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
+    """Make VERSION the live re-ranker (a running service picks it up within CAPPROF_RERANKER_POLL_S)."""
+    from service.catalog import NotFoundError
+    from service.reranker_registry import activate
+
+    runtime = _runtime()
+    try:
+        with runtime.transaction() as session:
+            activate(session, version)
+    except NotFoundError as exc:
+        typer.echo(f"reranker activate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        runtime.close()
+    typer.echo(f"v{version} is active")
 
 
 @app.command()

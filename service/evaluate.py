@@ -24,21 +24,22 @@ from profiling.evaluation import (
     CurvePoint,
     Point,
     best_single,
+    choose_reranked,
     cost_at_accuracy,
-    curve,
+    curve_of,
     is_test,
     oracle,
     random_router,
     realised,
 )
 from profiling.evaluation import choose as choose_models
+from profiling.model_sat import ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
 from service.importer import import_families
 from service.routing_engine import Estimates
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
 
 Matrix = npt.NDArray[np.float64]
-LEARNED = ("knn", "profile", "capprof")
 
 
 class EvaluationError(ValueError):
@@ -138,8 +139,43 @@ def _estimates(
     )
 
 
-def _router_predictions(est: Estimates) -> dict[str, Matrix]:
-    return {"knn": est.p_knn, "profile": est.p_profile, "capprof": est.p_correct}
+def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
+    """(models x tasks x items) outcomes of every model on the aptitude items (NaN = not answered)."""
+    train = split.train_rows
+    width = max(len(t.item_rows) for t in aptitude.tasks)
+    items = np.full((len(split.models), len(aptitude.tasks), width), np.nan)
+    for t, task in enumerate(aptitude.tasks):
+        rows = [train[r] for r in task.item_rows]
+        items[:, t, : len(rows)] = split.outcomes[rows].T
+    return items
+
+
+def train_sat(
+    split: Split,
+    aptitude: AptitudeTest,
+    vectors: npt.NDArray[np.float32],
+    embedder: CachedEmbedder,
+    trained_models: list[int],
+    seed: int,
+    device: str,
+) -> tuple[Matrix, dict[str, float]]:
+    """Train Model-SAT on the training rows of `trained_models`; P(correct) for every test query and model."""
+    train = split.train_rows
+    items = item_outcomes(split, aptitude)
+    validation = np.array(
+        [r for r, i in enumerate(train) if is_test(split.family.queries[i].query_id, seed + 1, 0.1)], np.int64
+    )
+    sat, metrics = train_model_sat(
+        vectors[train],
+        split.outcomes[np.ix_(train, trained_models)],
+        items[trained_models],
+        embedder.embed([t.description for t in aptitude.tasks]),
+        ModelSatConfig(seed=seed),
+        device=device,
+        validation_rows=validation,
+    )
+    p_sat = sat.predict(vectors[split.test_rows], sat.embed_models(aptitude_vectors(items)))
+    return p_sat, metrics
 
 
 def evaluate(
@@ -172,23 +208,28 @@ def evaluate(
     test_vectors = vectors[split.test_rows]
     outcomes, costs = split.outcomes[split.test_rows], split.costs[split.test_rows]
 
-    aptitude: AptitudeTest | None = None
-    aptitude_rows: set[int] = set()
-    if new:
-        old = [i for i, m in enumerate(split.models) if m not in set(new)]
-        train = split.train_rows
-        aptitude = build_aptitude_test(
-            [texts[i] for i in train],
-            [family.queries[i].subject or family.queries[i].domain for i in train],
-            vectors[train],
-            split.outcomes[np.ix_(train, old)],
-        )
-        aptitude_rows = {train[r] for r in aptitude.item_rows}
-        log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude_rows)} items")
+    old = [i for i, m in enumerate(split.models) if m not in set(new)]
+    train = split.train_rows
+    aptitude = build_aptitude_test(
+        [texts[i] for i in train],
+        [family.queries[i].subject or family.queries[i].domain for i in train],
+        vectors[train],
+        split.outcomes[np.ix_(train, old)],
+    )
+    aptitude_rows = {train[r] for r in aptitude.item_rows} if new else set()
+    log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude.item_rows)} items")
 
-    log("training capprof on the training rows ...")
+    log("training capprof (stage 1) on the training rows ...")
     est = _estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
-    predictions = _router_predictions(est)
+    log("training the Model-SAT scorer ...")
+    p_sat, sat_metrics = train_sat(split, aptitude, vectors, embedder, old, seed, settings.device)
+    k, weight = settings.reranker_top_k, settings.reranker_weight
+    choosers: dict[str, Callable[[float], npt.NDArray[np.int64]]] = {
+        "knn": lambda lam: choose_models(est.p_knn, est.costs, lam),
+        "profile": lambda lam: choose_models(est.p_profile, est.costs, lam),
+        "sat": lambda lam: choose_models(p_sat, est.costs, lam),
+        "capprof": lambda lam: choose_reranked(est.p_correct, p_sat, est.costs, lam, k, weight),
+    }
 
     train_outcomes = split.outcomes[split.train_rows]
     if new:  # a new model's training accuracy is what its aptitude items show
@@ -205,7 +246,7 @@ def evaluate(
         "oracle": oracle(outcomes, costs),
     }
     curves: dict[str, list[CurvePoint]] = {
-        name: curve(p, est.costs, outcomes, costs, DEFAULT_LAMBDAS) for name, p in predictions.items()
+        name: curve_of(chooser, outcomes, costs, DEFAULT_LAMBDAS) for name, chooser in choosers.items()
     }
     routers: dict[str, dict[str, Any]] = {
         name: {"accuracy": p.accuracy, "cost_per_query": p.cost_per_query, "model": None} for name, p in fixed.items()
@@ -229,8 +270,11 @@ def evaluate(
     if new:
         log("training capprof again with the new models' full training outcomes ...")
         full = _estimates(training_family(split, set(), set()), split, embedder, settings, test_vectors)
-        full_point = realised(outcomes, costs, choose_models(full.p_correct, full.costs, 0.0))
-        choice = choose_models(est.p_correct, est.costs, 0.0)
+        full_sat, _ = train_sat(
+            split, aptitude, vectors, embedder, list(range(len(split.models))), seed, settings.device
+        )
+        full_point = realised(outcomes, costs, choose_reranked(full.p_correct, full_sat, full.costs, 0.0, k, weight))
+        choice = choosers["capprof"](0.0)
         new_cols = [split.models.index(m) for m in new]
         onboarding = {
             "new_models": new,
@@ -254,8 +298,14 @@ def evaluate(
         "cost_at_best_single_accuracy": cost_at,
         "onboarding": onboarding,
     }
-    if aptitude is not None:
-        report["aptitude_test"] = {"tasks": len(aptitude.tasks), "items": len(aptitude.item_rows)}
+    report["aptitude_test"] = {"tasks": len(aptitude.tasks), "items": len(aptitude.item_rows)}
+    report["sat_calibration"] = {
+        "ece_raw": sat_metrics["ece_raw"],
+        "ece_calibrated": sat_metrics["ece_calibrated"],
+        "test_ece": expected_calibration_error(p_sat[~np.isnan(outcomes)], outcomes[~np.isnan(outcomes)]),
+        "train_seconds": sat_metrics["train_seconds"],
+    }
+    report["reranker"] = {"top_k": k, "weight": weight}
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(report))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from profiling.decision import Contribution, Decision
 from profiling.knn import knn_estimate
 from profiling.model_profile import COST_UNIT, profile_estimate
+from profiling.model_sat import ModelSat
 from profiling.query_profile import KINDS
-from profiling.scoring import Constraints, allowed, estimate_costs, input_tokens, rank
+from profiling.scoring import Constraints, allowed, blend, estimate_costs, input_tokens, rank, stage2_top_k, utility
+from service.reranker_registry import load_stage2
 from service.settings import Settings
 from service.state import RouterState, load_state
 from service.vector_store import VectorStore
@@ -54,6 +56,7 @@ class RoutingEngine:
         self.settings = settings
         self._state: RouterState | None = None
         self._reload_lock = threading.Lock()
+        self._scorers: dict[int, ModelSat] = {}  # loaded checkpoint weights, by version
 
     @property
     def state(self) -> RouterState:
@@ -67,8 +70,36 @@ class RoutingEngine:
 
     def reload(self, session: Session, store: VectorStore) -> RouterState:
         with self._reload_lock:
-            self._state = load_state(session, store, self.settings)
+            state = load_state(session, store, self.settings)
+            stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
+            self._state = replace(state, stage2=stage2)
             return self._state
+
+    def _stage2(
+        self,
+        est: Estimates,
+        vectors: npt.NDArray[np.float32],
+        row: int,
+        opts: RouteOptions,
+        mask: npt.NDArray[np.bool_],
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], dict[int, float]]:
+        """Re-rank this query's stage-1 top-K with Model-SAT: (P(correct), re-ranked mask, scorer's P by column)."""
+        stage2 = self.state.stage2
+        p_stage1 = est.p_correct[row : row + 1]
+        if stage2 is None:
+            return p_stage1, np.zeros_like(mask), {}
+        top = stage2_top_k(
+            utility(p_stage1, est.costs[row : row + 1], opts.cost_weight),
+            mask & stage2.has_aptitude,
+            self.settings.reranker_top_k,
+        )
+        columns = np.flatnonzero(top[0])
+        if columns.size == 0:
+            return p_stage1, top, {}
+        p_sat = np.zeros_like(p_stage1)
+        p_sat[0, columns] = stage2.scorer.predict(vectors[row : row + 1], stage2.model_embeddings[columns])[0]
+        blended = blend(p_stage1, p_sat, top, self.settings.reranker_weight)
+        return blended, top, {int(c): float(p_sat[0, c]) for c in columns}
 
     def estimate(self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64]) -> Estimates:
         """P(correct) and cost for every (query, model) pair, as matrix arithmetic."""
@@ -79,7 +110,9 @@ class RoutingEngine:
         p_profile = profile_estimate(weights, state.profile, masks, state.means)
         rows, sims = state.queries.search(vectors, self.settings.knn_k)
         p_knn, support = knn_estimate(state.outcomes, rows, sims)
-        knn_share = np.where(support > 0, self.settings.knn_weight, 0.0)
+        # The kNN estimate weighs in by how much neighbour evidence it has (a model onboarded from its aptitude
+        # test has few evaluated neighbours), like the profile's shrinkage toward the mean.
+        knn_share = self.settings.knn_weight * support / (support + self.settings.knn_shrinkage + 1e-12)
         p_correct = (1.0 - knn_share) * p_profile + knn_share * p_knn
         costs = estimate_costs(state.models, input_tokens(chars))
         return Estimates(weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs)
@@ -95,7 +128,8 @@ class RoutingEngine:
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
             mask = allowed(state.models, opts.constraints, est.costs[one])
-            ranked = rank(state.models, est.p_correct[one], est.costs[one], opts.cost_weight, mask, opts.top_n)[0]
+            p_final, reranked, p_sat = self._stage2(est, vectors, row, opts, mask)
+            ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n, first=reranked)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
             decisions.append(
                 Decision(
@@ -104,14 +138,17 @@ class RoutingEngine:
                     alternatives=ranked,
                     profile=profile,
                     cost_weight=opts.cost_weight,
-                    contributions=self._explain(est, row, [a.model for a in ranked], opts.cost_weight)
+                    contributions=self._explain(est, row, [a.model for a in ranked], opts.cost_weight, p_sat)
                     if opts.explain
                     else None,
+                    reranker_version=state.stage2.version if state.stage2 is not None and p_sat else None,
                 )
             )
         return decisions
 
-    def _explain(self, est: Estimates, row: int, models: list[str], cost_weight: float) -> dict[str, Contribution]:
+    def _explain(
+        self, est: Estimates, row: int, models: list[str], cost_weight: float, p_sat: dict[int, float]
+    ) -> dict[str, Contribution]:
         state = self.state
         catalog = state.profiler.catalog
         kinds_present = sum(float(est.weights[row, catalog.kind_masks[k]].sum() > 0) for k in KINDS) or 1.0
@@ -120,14 +157,16 @@ class RoutingEngine:
         result = {}
         for name in models:
             m = column[name]
-            share = 1.0 - est.knn_share[row, m]
+            stage1_share = 1.0 - self.settings.reranker_weight if m in p_sat else 1.0
+            profile_share = stage1_share * (1.0 - est.knn_share[row, m])
             cost = est.costs[row, m]
             result[name] = Contribution(
                 dimensions={
-                    catalog.names[d]: float(share * est.weights[row, d] / kinds_present * state.profile[m, d])
+                    catalog.names[d]: float(profile_share * est.weights[row, d] / kinds_present * state.profile[m, d])
                     for d in active
                 },
-                knn=float(est.knn_share[row, m] * est.p_knn[row, m]),
+                knn=float(stage1_share * est.knn_share[row, m] * est.p_knn[row, m]),
                 cost=0.0 if np.isnan(cost) else float(-cost_weight * COST_UNIT * cost),
+                reranker=float(self.settings.reranker_weight * p_sat[m]) if m in p_sat else 0.0,
             )
         return result

@@ -154,6 +154,7 @@ class QueryProfileOut(BaseModel):
 class ContributionOut(BaseModel):
     dimensions: dict[str, float]
     knn: float
+    reranker: float
     cost: float
 
 
@@ -163,6 +164,7 @@ class RouteResponse(BaseModel):
     alternatives: list[AlternativeOut]
     profile: QueryProfileOut
     contributions: dict[str, ContributionOut] | None = None
+    reranker_version: int | None = Field(default=None, description="the Model-SAT checkpoint that re-ranked, if any")
     latency_ms: float
 
 
@@ -189,8 +191,62 @@ def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
         contributions=None
         if decision.contributions is None
         else {
-            m: ContributionOut(dimensions=c.dimensions, knn=c.knn, cost=c.cost)
+            m: ContributionOut(dimensions=c.dimensions, knn=c.knn, reranker=c.reranker, cost=c.cost)
             for m, c in decision.contributions.items()
         },
+        reranker_version=decision.reranker_version,
         latency_ms=latency_ms,
     )
+
+
+class AptitudeItemOut(BaseModel):
+    id: int
+    text: str
+
+
+class AptitudeTaskOut(BaseModel):
+    id: int
+    description: str
+    items: list[AptitudeItemOut]
+
+
+class AptitudeTestOut(BaseModel):
+    version: int
+    tasks: list[AptitudeTaskOut]
+
+
+class AptitudeAnswer(Strict):
+    item_id: int
+    score: float = Field(ge=0, le=1, description="1 = the model answered the item correctly")
+
+
+class AptitudeAnswersIn(Strict):
+    version: int | None = Field(default=None, description="the test version answered (default: the current one)")
+    answers: list[AptitudeAnswer] = Field(min_length=1, max_length=10_000)
+
+
+class AptitudeTaskScore(BaseModel):
+    task_id: int
+    description: str
+    accuracy: float | None
+
+
+class AptitudeResultOut(BaseModel):
+    model: str
+    version: int
+    answered: int
+    aptitude: list[AptitudeTaskScore]
+
+
+class RerankerCheckpointOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    created_at: datetime | None = None
+    active: bool
+    data_fingerprint: str
+    metrics: dict[str, float]
+
+
+class ActivateIn(Strict):
+    version: int = Field(ge=1)

@@ -30,8 +30,18 @@ class Settings(BaseSettings):
     max_dimensions: int = Field(default=4, ge=1, description="ranked dimensions kept per kind in a profile")
     knn_k: int = Field(default=32, ge=1)
     knn_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="share of the kNN estimate in P(correct)")
+    knn_shrinkage: float = Field(
+        default=2.0, ge=0.0, description="similarity mass at which the kNN share is half of knn_weight"
+    )
     exemplars_per_label: int = Field(default=64, ge=1, description="imported queries kept as exemplars per label")
     search_backend: Literal["snapshot", "qdrant"] = "snapshot"
+    reranker_top_k: int = Field(default=8, ge=1, description="stage-1 candidates the Model-SAT scorer re-ranks")
+    reranker_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="share of the scorer in re-ranked P(correct)"
+    )
+    reranker_poll_s: float = Field(
+        default=5.0, gt=0, description="how often the service looks for a newly activated checkpoint"
+    )
 
     # Serving.
     route_batch_max: int = Field(default=256, ge=1)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,9 @@ from profiling.vector_index import VectorIndex
 from service.orm import Dimension, EvalRecord, LlmModel, ProfileScore
 from service.settings import Settings
 from service.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
+
+if TYPE_CHECKING:
+    from service.reranker_registry import Stage2
 
 
 class NearestIndex(Protocol):
@@ -75,10 +79,11 @@ class RecordArrays:
     cost: npt.NDArray[np.float64]
 
 
-def load_records(session: Session) -> RecordArrays:
-    rows = session.execute(
-        select(EvalRecord.model_id, EvalRecord.query_id, EvalRecord.score, EvalRecord.cost_usd)
-    ).all()
+def load_records(session: Session, sources: Sequence[str] | None = None) -> RecordArrays:
+    stmt = select(EvalRecord.model_id, EvalRecord.query_id, EvalRecord.score, EvalRecord.cost_usd)
+    if sources is not None:
+        stmt = stmt.where(EvalRecord.source.in_(list(sources)))
+    rows = session.execute(stmt).all()
     if not rows:
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
         return RecordArrays(empty_i, empty_i, empty_f, empty_f)
@@ -89,6 +94,22 @@ def load_records(session: Session) -> RecordArrays:
         np.asarray(score, np.float64),
         np.asarray([np.nan if c is None else c for c in cost], np.float64),
     )
+
+
+def outcome_matrix(
+    records: RecordArrays, query_ids: npt.NDArray[np.int64], model_ids: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """(queries x models) mean score of the records, NaN where a model has none for a query."""
+    query_row = {int(q): r for r, q in enumerate(query_ids)}
+    model_col = {int(m): c for c, m in enumerate(model_ids)}
+    rows = np.array([query_row.get(int(q), -1) for q in records.query_id], np.int64)
+    cols = np.array([model_col.get(int(m), -1) for m in records.model_id], np.int64)
+    found = (rows >= 0) & (cols >= 0)
+    totals = np.zeros((len(query_ids), len(model_ids)))
+    counts = np.zeros_like(totals)
+    np.add.at(totals, (rows[found], cols[found]), records.score[found])
+    np.add.at(counts, (rows[found], cols[found]), 1.0)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,7 @@ class RouterState:
     queries: NearestIndex
     outcomes: OutcomeTable
     evaluated_queries: int
+    stage2: Stage2 | None = None
 
 
 def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
@@ -126,16 +148,7 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
     profile = shrunk_profile(sums, means, settings.shrinkage)
 
     index, _ = store.snapshot(EVAL_QUERIES)
-    query_row = {int(q): r for r, q in enumerate(index.ids)}
-    outcomes = np.full((len(index), len(models)), np.nan, np.float32)
-    rows = np.array([query_row.get(int(q), -1) for q in records.query_id[in_pool]], np.int64)
-    found = rows >= 0
-    if found.any():
-        totals = np.zeros(outcomes.shape)
-        counts = np.zeros(outcomes.shape)
-        np.add.at(totals, (rows[found], cols[found]), records.score[in_pool][found])
-        np.add.at(counts, (rows[found], cols[found]), 1.0)
-        outcomes = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan).astype(np.float32)
+    outcomes = outcome_matrix(records, index.ids, model_ids).astype(np.float32)
 
     def column(values: list[float | None]) -> npt.NDArray[np.float64]:
         return np.array([np.nan if v is None else v for v in values], np.float64)

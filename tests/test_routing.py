@@ -183,7 +183,8 @@ def test_explain_splits_the_score(routed) -> None:  # type: ignore[no-untyped-de
     best = decision["alternatives"][0]
     parts = decision["contributions"][best["model"]]
     assert parts["dimensions"], "no per-dimension contribution"
-    assert sum(parts["dimensions"].values()) + parts["knn"] + parts["cost"] == pytest.approx(best["score"], abs=1e-6)
+    total = sum(parts["dimensions"].values()) + parts["knn"] + parts["reranker"] + parts["cost"]
+    assert total == pytest.approx(best["score"], abs=1e-6)
 
 
 def test_every_decision_is_logged(routed) -> None:  # type: ignore[no-untyped-def]

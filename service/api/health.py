@@ -35,11 +35,19 @@ def readyz(runtime: RuntimeDep, log: DecisionLogDep) -> JSONResponse:
     checks["router"] = "ok" if runtime.router.loaded else "not loaded"
     if runtime.router.loaded and len(runtime.router.state.models) == 0:
         warnings.append("no active model registered: routing answers 503 until data is imported")
+    if runtime.router.loaded and runtime.router.state.stage2 is None:
+        warnings.append("no re-ranker checkpoint active: routing uses stage 1 only (capprof reranker train/activate)")
     if log.last_error:
         warnings.append(f"decision log retrying ({log.pending} pending): {log.last_error}")
     ready = all(v == "ok" for v in checks.values())
+    stage2 = runtime.router.state.stage2 if runtime.router.loaded else None
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks, "warnings": warnings},
+        {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "warnings": warnings,
+            "reranker_version": stage2.version if stage2 is not None else None,
+        },
         status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
     )
 

@@ -1,0 +1,90 @@
+"""The aptitude test (to run a new model on) and a model's scored answers (its zero-shot onboarding)."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy import select
+
+from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.aptitude import Answer, aptitude_matrix, current_test, record_answers
+from service.catalog import NotFoundError
+from service.orm import EvalQuery, LlmModel
+from service.schemas import (
+    AptitudeAnswersIn,
+    AptitudeItemOut,
+    AptitudeResultOut,
+    AptitudeTaskOut,
+    AptitudeTaskScore,
+    AptitudeTestOut,
+)
+
+router = APIRouter(tags=["aptitude"])
+
+
+@router.get("/v1/aptitude")
+def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
+    test = current_test(session)
+    if test is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no aptitude test built yet (capprof aptitude build)")
+    texts = dict(
+        session.execute(
+            select(EvalQuery.id, EvalQuery.text).where(
+                EvalQuery.id.in_([item.query_id for task in test.tasks for item in task.items])
+            )
+        ).all()
+    )
+    return AptitudeTestOut(
+        version=test.version,
+        tasks=[
+            AptitudeTaskOut(
+                id=task.id,
+                description=task.description,
+                items=[AptitudeItemOut(id=item.id, text=texts[item.query_id]) for item in task.items],
+            )
+            for task in test.tasks
+        ],
+    )
+
+
+@router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep])
+def submit_aptitude(name: str, body: AptitudeAnswersIn, session: SessionDep, runtime: RuntimeDep) -> AptitudeResultOut:
+    with session.begin():
+        model = session.scalar(select(LlmModel).where(LlmModel.name == name))
+        if model is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"model {name!r} not found")
+        test = current_test(session)
+        if test is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="no aptitude test built yet (capprof aptitude build)")
+        if body.version is not None and body.version != test.version:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"version: answers are for v{body.version}, the current test is v{test.version}",
+            )
+        try:
+            answered = record_answers(
+                session,
+                runtime.store,
+                runtime.embedder,
+                runtime.settings,
+                model,
+                test,
+                [Answer(a.item_id, a.score) for a in body.answers],
+            )
+        except NotFoundError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+        vector = aptitude_matrix(session, test, [model.id])[0]
+        result = AptitudeResultOut(
+            model=name,
+            version=test.version,
+            answered=answered,
+            aptitude=[
+                AptitudeTaskScore(
+                    task_id=task.id, description=task.description, accuracy=None if math.isnan(v) else float(v)
+                )
+                for task, v in zip(test.tasks, vector, strict=True)
+            ],
+        )
+    runtime.reload_router()
+    return result

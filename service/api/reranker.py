@@ -1,0 +1,29 @@
+"""Model-SAT checkpoints: list them; activate one in the live service (no restart)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.catalog import NotFoundError
+from service.reranker_registry import activate, list_checkpoints
+from service.schemas import ActivateIn, RerankerCheckpointOut
+
+router = APIRouter(prefix="/v1/reranker", tags=["reranker"])
+
+
+@router.get("")
+def read_checkpoints(session: SessionDep) -> list[RerankerCheckpointOut]:
+    return [RerankerCheckpointOut.model_validate(c, from_attributes=True) for c in list_checkpoints(session)]
+
+
+@router.post("/activate", dependencies=[AdminDep])
+def activate_checkpoint(body: ActivateIn, session: SessionDep, runtime: RuntimeDep) -> RerankerCheckpointOut:
+    with session.begin():
+        try:
+            checkpoint = activate(session, body.version)
+        except NotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+        out = RerankerCheckpointOut.model_validate(checkpoint, from_attributes=True)
+    runtime.reload_router()
+    return out

@@ -1,0 +1,155 @@
+"""The stored aptitude test: build a new version from the evaluation data, and score a model's answers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from profiling.aptitude import build_aptitude_test
+from profiling.embedding_cache import CachedEmbedder
+from service.catalog import EvaluationInput, NotFoundError, add_evaluations
+from service.orm import AptitudeItem, AptitudeResult, AptitudeTask, AptitudeTest, EvalQuery, EvalRecord, LlmModel
+from service.settings import Settings
+from service.state import load_records, outcome_matrix
+from service.upsert import upsert
+from service.vector_store import EVAL_QUERIES, VectorStore
+
+
+@dataclass(frozen=True)
+class EvaluationMatrix:
+    """Evaluation queries that have vectors, and every active model's outcomes on them (NaN = none)."""
+
+    query_ids: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
+    model_ids: list[int]
+    outcomes: npt.NDArray[np.float64]
+
+
+def evaluation_matrix(
+    session: Session, store: VectorStore, sources: Sequence[str] = ("import", "api")
+) -> EvaluationMatrix:
+    index, _ = store.snapshot(EVAL_QUERIES)
+    model_ids = list(session.scalars(select(LlmModel.id).where(LlmModel.status == "active").order_by(LlmModel.id)))
+    outcomes = outcome_matrix(load_records(session, sources), index.ids, np.asarray(model_ids, np.int64))
+    return EvaluationMatrix(index.ids, index.vectors, model_ids, outcomes)
+
+
+def current_test(session: Session) -> AptitudeTest | None:
+    return session.scalar(
+        select(AptitudeTest)
+        .options(selectinload(AptitudeTest.tasks).selectinload(AptitudeTask.items))
+        .order_by(AptitudeTest.version.desc())
+        .limit(1)
+    )
+
+
+def build_test(session: Session, store: VectorStore) -> AptitudeTest:
+    """A new version built from all evaluation queries with vectors and the active models' outcomes."""
+    data = evaluation_matrix(session, store)
+    known = ~np.isnan(data.outcomes)
+    usable = known.sum(axis=1) >= 2
+    if not usable.any():
+        raise NotFoundError("no evaluation data to build an aptitude test from: import data first")
+    query_ids = data.query_ids[usable]
+    queries = {q.id: q for q in session.scalars(select(EvalQuery).where(EvalQuery.id.in_([int(i) for i in query_ids])))}
+    texts = [queries[int(i)].text for i in query_ids]
+    subjects = [queries[int(i)].subject or queries[int(i)].domain or "" for i in query_ids]
+    built = build_aptitude_test(texts, subjects, data.vectors[usable], data.outcomes[usable])
+    version = (session.scalar(select(func.max(AptitudeTest.version))) or 0) + 1
+    test = AptitudeTest(version=version, built_from={"queries": int(usable.sum()), "models": len(data.model_ids)})
+    for task in built.tasks:
+        test.tasks.append(
+            AptitudeTask(
+                position=task.position,
+                description=task.description,
+                keywords=list(task.keywords),
+                items=[AptitudeItem(query_id=int(query_ids[r]), position=p) for p, r in enumerate(task.item_rows)],
+            )
+        )
+    session.add(test)
+    session.flush()
+    refresh_results(session, test)
+    return test
+
+
+def refresh_results(session: Session, test: AptitudeTest, model_ids: Sequence[int] | None = None) -> None:
+    """Aptitude vectors (accuracy per task) of models from their evaluation records on the test's items."""
+    task_of = {item.query_id: task.id for task in test.tasks for item in task.items}
+    stmt = select(EvalRecord.model_id, EvalRecord.query_id, EvalRecord.score).where(
+        EvalRecord.query_id.in_(list(task_of))
+    )
+    if model_ids is not None:
+        stmt = stmt.where(EvalRecord.model_id.in_(list(model_ids)))
+    sums: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0])
+    for model_id, query_id, score in session.execute(stmt):
+        cell = sums[(model_id, task_of[query_id])]
+        cell[0] += score
+        cell[1] += 1
+    upsert(
+        session,
+        AptitudeResult.__table__,  # type: ignore[arg-type]
+        [{"model_id": m, "task_id": t, "accuracy": total / n, "items": int(n)} for (m, t), (total, n) in sums.items()],
+        keys=("model_id", "task_id"),
+        update=("accuracy", "items"),
+    )
+
+
+def aptitude_matrix(session: Session, test: AptitudeTest, model_ids: Sequence[int]) -> npt.NDArray[np.float64]:
+    """(models x tasks) accuracy, NaN where a model has no result for a task."""
+    column = {task.id: c for c, task in enumerate(test.tasks)}
+    row = {m: r for r, m in enumerate(model_ids)}
+    matrix = np.full((len(model_ids), len(test.tasks)), np.nan)
+    for result in session.scalars(
+        select(AptitudeResult).where(
+            AptitudeResult.task_id.in_(list(column)), AptitudeResult.model_id.in_(list(model_ids))
+        )
+    ):
+        matrix[row[result.model_id], column[result.task_id]] = result.accuracy
+    return matrix
+
+
+@dataclass(frozen=True)
+class Answer:
+    item_id: int
+    score: float
+
+
+def record_answers(
+    session: Session,
+    store: VectorStore,
+    embedder: CachedEmbedder,
+    settings: Settings,
+    model: LlmModel,
+    test: AptitudeTest,
+    answers: Sequence[Answer],
+) -> int:
+    """A new model's scored answers become evaluation records (source = aptitude) and its aptitude vector."""
+    items = {item.id: item for task in test.tasks for item in task.items}
+    for position, answer in enumerate(answers):
+        if answer.item_id not in items:
+            raise NotFoundError(
+                f"answers[{position}].item_id: {answer.item_id} is not an item of aptitude test v{test.version}"
+            )
+    queries = {
+        q.id: q
+        for q in session.scalars(
+            select(EvalQuery).where(EvalQuery.id.in_([items[a.item_id].query_id for a in answers]))
+        )
+    }
+    inputs = [
+        EvaluationInput(
+            score=a.score,
+            benchmark=queries[items[a.item_id].query_id].benchmark,
+            query_id=queries[items[a.item_id].query_id].external_id,
+        )
+        for a in answers
+    ]
+    written = add_evaluations(session, store, embedder, settings, model, inputs, source="aptitude")
+    refresh_results(session, test, [model.id])
+    return written

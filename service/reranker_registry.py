@@ -1,0 +1,179 @@
+"""Model-SAT checkpoints: train from the database, version them, activate one, load the active one."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from profiling.embedding_cache import CachedEmbedder
+from profiling.evaluation import is_test
+from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
+from service.aptitude import EvaluationMatrix, current_test, evaluation_matrix
+from service.catalog import NotFoundError
+from service.orm import AptitudeTest, EvalQuery, RerankerCheckpoint
+from service.settings import Settings
+from service.vector_store import VectorStore
+
+VALIDATION_SEED = 1
+VALIDATION_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    matrix: EvaluationMatrix
+    item_outcomes: npt.NDArray[np.float64]  # models x tasks x items
+    task_texts: list[str]
+    validation_rows: npt.NDArray[np.int64]
+    fingerprint: str
+
+
+def training_data(session: Session, store: VectorStore, test: AptitudeTest) -> TrainingData:
+    matrix = evaluation_matrix(session, store)
+    row = {int(q): r for r, q in enumerate(matrix.query_ids)}
+    width = max(len(t.items) for t in test.tasks)
+    items = np.full((len(matrix.model_ids), len(test.tasks), width), np.nan)
+    for t, task in enumerate(test.tasks):
+        for i, item in enumerate(task.items):
+            if item.query_id in row:
+                items[:, t, i] = matrix.outcomes[row[item.query_id]]
+    external = dict(session.execute(select(EvalQuery.id, EvalQuery.external_id)).all())
+    validation = np.array(
+        [
+            r
+            for r, q in enumerate(matrix.query_ids)
+            if is_test(str(external[int(q)]), VALIDATION_SEED, VALIDATION_SHARE)
+        ],
+        np.int64,
+    )
+    known = ~np.isnan(matrix.outcomes)
+    digest = hashlib.sha256(
+        f"{test.version}|{matrix.query_ids.tolist()}|{matrix.model_ids}|{int(known.sum())}|"
+        f"{float(np.nansum(matrix.outcomes)):.6f}".encode()
+    ).hexdigest()
+    return TrainingData(matrix, items, [t.description for t in test.tasks], validation, digest)
+
+
+def train_checkpoint(
+    session: Session,
+    store: VectorStore,
+    embedder: CachedEmbedder,
+    settings: Settings,
+    config: ModelSatConfig | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RerankerCheckpoint:
+    """Trains on every active model's records; the new checkpoint is stored but not activated."""
+    test = current_test(session)
+    if test is None:
+        raise NotFoundError("no aptitude test: run `capprof aptitude build` first")
+    data = training_data(session, store, test)
+    config = config or ModelSatConfig()
+    sat, metrics = train_model_sat(
+        data.matrix.vectors,
+        data.matrix.outcomes,
+        data.item_outcomes,
+        embedder.embed(data.task_texts),
+        config,
+        device=settings.device,
+        log=log,
+        validation_rows=data.validation_rows,
+    )
+    version = (session.scalar(select(func.max(RerankerCheckpoint.version))) or 0) + 1
+    path = settings.checkpoint_dir.resolve() / f"model_sat_v{version}.pt"
+    sat.save(path, {"version": version, "aptitude_test_version": test.version, "fingerprint": data.fingerprint})
+    checkpoint = RerankerCheckpoint(
+        version=version,
+        path=str(path),
+        aptitude_test_id=test.id,
+        data_fingerprint=data.fingerprint,
+        metrics=metrics,
+        config=asdict(config),
+        active=False,
+    )
+    session.add(checkpoint)
+    session.flush()
+    return checkpoint
+
+
+def get_checkpoint(session: Session, version: int) -> RerankerCheckpoint:
+    checkpoint = session.scalar(select(RerankerCheckpoint).where(RerankerCheckpoint.version == version))
+    if checkpoint is None:
+        raise NotFoundError(f"version: no re-ranker checkpoint v{version}")
+    return checkpoint
+
+
+def activate(session: Session, version: int) -> RerankerCheckpoint:
+    checkpoint = get_checkpoint(session, version)
+    if not Path(checkpoint.path).exists():
+        raise NotFoundError(f"version: the weights of v{version} are missing at {checkpoint.path}")
+    session.execute(update(RerankerCheckpoint).values(active=RerankerCheckpoint.version == version))
+    session.refresh(checkpoint)
+    return checkpoint
+
+
+def active_checkpoint(session: Session) -> RerankerCheckpoint | None:
+    return session.scalar(select(RerankerCheckpoint).where(RerankerCheckpoint.active.is_(True)))
+
+
+def list_checkpoints(session: Session) -> list[RerankerCheckpoint]:
+    return list(session.scalars(select(RerankerCheckpoint).order_by(RerankerCheckpoint.version)))
+
+
+def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings, version: int) -> dict[str, Any]:
+    """Calibration error and top-1 accuracy on the held-out validation queries, recomputed from the database."""
+    checkpoint = get_checkpoint(session, version)
+    test = session.get(AptitudeTest, checkpoint.aptitude_test_id)
+    assert test is not None
+    data = training_data(session, store, test)
+    sat = ModelSat.load(Path(checkpoint.path), settings.device)
+    rows = data.validation_rows
+    p = sat.predict(data.matrix.vectors[rows], sat.embed_models(aptitude_vectors(data.item_outcomes)))
+    outcomes = data.matrix.outcomes[rows]
+    known = ~np.isnan(outcomes)
+    chosen = p.argmax(axis=1)
+    return {
+        "version": version,
+        "validation_queries": len(rows),
+        "ece": expected_calibration_error(p[known], outcomes[known]),
+        "top1_accuracy": float(np.nanmean(outcomes[np.arange(len(rows)), chosen])),
+        "best_single_accuracy": float(np.nanmax(np.nanmean(outcomes, axis=0))),
+        "data_changed_since_training": data.fingerprint != checkpoint.data_fingerprint,
+    }
+
+
+@dataclass(frozen=True)
+class Stage2:
+    """The active scorer with the model embeddings of the routable models, in routing column order."""
+
+    version: int
+    scorer: ModelSat
+    model_embeddings: Any  # torch.Tensor, models x dim
+    has_aptitude: npt.NDArray[np.bool_]
+
+
+def load_stage2(
+    session: Session, settings: Settings, model_ids: npt.NDArray[np.int64], cache: dict[int, ModelSat]
+) -> Stage2 | None:
+    """The active checkpoint ready to score; None (stage 1 only) when none is active or its file is gone."""
+    from service.aptitude import aptitude_matrix
+
+    checkpoint = active_checkpoint(session)
+    if checkpoint is None or not Path(checkpoint.path).exists():
+        return None
+    if checkpoint.version not in cache:
+        cache.clear()
+        cache[checkpoint.version] = ModelSat.load(Path(checkpoint.path), settings.device)
+    scorer = cache[checkpoint.version]
+    test = session.get(AptitudeTest, checkpoint.aptitude_test_id)
+    assert test is not None
+    matrix = aptitude_matrix(session, test, [int(m) for m in model_ids])
+    has_aptitude = (~np.isnan(matrix)).sum(axis=1) * 2 >= max(matrix.shape[1], 1)
+    vectors = aptitude_vectors(matrix[:, :, None])
+    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude)
