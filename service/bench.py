@@ -24,7 +24,10 @@ import httpx
 import numpy as np
 
 from profiling.knn import OutcomeTable
+from profiling.model_sat import ModelSatConfig
+from service.aptitude import build_test
 from service.catalog import load_capability_seed
+from service.reranker_registry import activate, train_checkpoint
 from service.routing_engine import RouteOptions, RoutingEngine
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
@@ -66,8 +69,12 @@ def scaled_state(state: RouterState, n_models: int, seed: int = 0) -> RouterStat
         typical_output_tokens=models.typical_output_tokens[take],
         mean_cost_usd=models.mean_cost_usd[take],
     )
+    stage2 = state.stage2
+    if stage2 is not None:
+        stage2 = replace(stage2, model_embeddings=stage2.model_embeddings[take], has_aptitude=stage2.has_aptitude[take])
     return replace(
         state,
+        stage2=stage2,
         models=tiled,
         model_ids=np.arange(n_models, dtype=np.int64),
         profile=np.clip(state.profile[take] + rng.normal(0, 0.02, (n_models, state.profile.shape[1])), 0, 1),
@@ -143,7 +150,14 @@ def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) 
         log(f"importing {data} into a scratch SQLite + embedded Qdrant ...")
         with runtime.transaction() as session:
             import_data(session, runtime.store, embedder, settings, data, progress=False)
+            log("building the aptitude test and training a Model-SAT checkpoint (stage 2 on, as served) ...")
+            build_test(session, runtime.store)
+            checkpoint = train_checkpoint(
+                session, runtime.store, embedder, settings, ModelSatConfig(epochs=3 if quick else 20)
+            )
+            activate(session, checkpoint.version)
         runtime.reload_router()
+        results["reranker_active"] = runtime.router.state.stage2 is not None
         router = runtime.router
         embed = embedder.embed_uncached
         for i in range(5):

@@ -106,14 +106,17 @@ def profiles_rebuild() -> None:
 
 
 @aptitude_app.command("build")
-def aptitude_build() -> None:
+def aptitude_build(
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when a test exists")] = False,
+) -> None:
     """Build a new aptitude test version (50 tasks x 20 items) from the evaluation data."""
-    from service.aptitude import build_test
+    from service.aptitude import build_test, current_test
 
     runtime = _runtime()
     try:
         with runtime.transaction() as session:
-            test = build_test(session, runtime.store)
+            existing = current_test(session) if if_missing else None
+            test = existing or build_test(session, runtime.store)
             version, tasks = test.version, len(test.tasks)
             items = sum(len(t.items) for t in test.tasks)
     finally:
@@ -161,15 +164,20 @@ def reranker_train(
     activate_after: Annotated[bool, typer.Option("--activate", help="activate the new checkpoint")] = False,
     epochs: Annotated[int, typer.Option(help="most training epochs (early stopping may end sooner)")] = 20,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when a checkpoint is active")] = False,
 ) -> None:
     """Train a Model-SAT checkpoint on the current aptitude test and all evaluation records."""
     from profiling.model_sat import ModelSatConfig
     from service.catalog import NotFoundError
-    from service.reranker_registry import activate, train_checkpoint
+    from service.reranker_registry import activate, active_checkpoint, train_checkpoint
 
     runtime = _runtime()
     try:
         with runtime.transaction() as session:
+            current = active_checkpoint(session) if if_missing else None
+            if current is not None:
+                typer.echo(f"checkpoint v{current.version} is already active")
+                return
             checkpoint = train_checkpoint(
                 session,
                 runtime.store,
