@@ -85,7 +85,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     if not path.exists():
         raise DatasetError(path, None, None, "file not found")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")  # noqa: SIM115
 
 

@@ -31,9 +31,11 @@ class ProfileSums:
         return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64))
 
 
-def record_values(scores: Matrix, costs: Matrix, cost_penalty: float) -> Matrix:
+def record_values(scores: npt.ArrayLike, costs: npt.ArrayLike, cost_penalty: float) -> Matrix:
     """s - b * cost (cost in USD per 1,000 queries; an unknown cost adds no penalty)."""
-    return scores - cost_penalty * COST_UNIT * np.nan_to_num(costs, nan=0.0)
+    return np.asarray(scores, np.float64) - cost_penalty * COST_UNIT * np.nan_to_num(
+        np.asarray(costs, np.float64), nan=0.0
+    )
 
 
 def accumulate(

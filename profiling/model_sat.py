@@ -60,7 +60,7 @@ class CapabilityEncoder(nn.Module):
         tasks = self.task(task_embeddings)  # tasks x dim
         level = aptitude.mean(dim=1, keepdim=True)  # overall ability
         strengths = (aptitude - level) @ tasks / aptitude.shape[1]  # where it is stronger or weaker than itself
-        return self.mix(torch.cat([strengths, level], dim=1))  # type: ignore[no-any-return]
+        return self.mix(torch.cat([strengths, level], dim=1))
 
 
 class ModelSatScorer(nn.Module):
@@ -79,7 +79,7 @@ class ModelSatScorer(nn.Module):
         """(batch x models) logits from query vectors and model embeddings."""
         q = self.query(queries)[:, None, :].expand(-1, models.shape[0], -1)
         m = models[None, :, :].expand(q.shape[0], -1, -1)
-        return self.head(torch.cat([q * m, q, m], dim=-1)).squeeze(-1)  # type: ignore[no-any-return]
+        return self.head(torch.cat([q * m, q, m], dim=-1)).squeeze(-1)
 
 
 def aptitude_vectors(item_outcomes: npt.NDArray[np.float64]) -> FloatArray:
@@ -128,7 +128,7 @@ class ModelSat:
     def embed_models(self, aptitude: FloatArray) -> torch.Tensor:
         return self.scorer.encoder(
             torch.as_tensor(aptitude, dtype=torch.float32, device=self.device), self.task_embeddings
-        )  # type: ignore[no-any-return]
+        )
 
     @torch.inference_mode()
     def predict(self, query_vectors: FloatArray, model_embeddings: torch.Tensor) -> npt.NDArray[np.float64]:
@@ -136,7 +136,7 @@ class ModelSat:
         queries = torch.as_tensor(query_vectors, dtype=torch.float32, device=self.device)
         logits = self.scorer.logits(queries, model_embeddings)
         scale, bias = self.calibration
-        return torch.sigmoid(logits * scale + bias).double().cpu().numpy()  # type: ignore[no-any-return]
+        return torch.sigmoid(logits * scale + bias).double().cpu().numpy()
 
     def save(self, path: Path, metadata: dict[str, Any] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ class ModelSat:
         tasks = blob["task_embeddings"]
         scorer = ModelSatScorer(int(tasks.shape[1]), config)
         scorer.load_state_dict(blob["state_dict"])
-        return cls(scorer, tasks.numpy(), tuple(blob["calibration"]), config, resolve_device(device))  # type: ignore[arg-type]
+        return cls(scorer, tasks.numpy(), tuple(blob["calibration"]), config, resolve_device(device))
 
 
 def _grouped_loss(
@@ -191,10 +191,10 @@ def _fit_platt(logits: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> t
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
         loss = nn.functional.binary_cross_entropy_with_logits(x * params[0] + params[1], t)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         return loss
 
-    optimiser.step(closure)  # type: ignore[no-untyped-call]
+    optimiser.step(closure)
     fitted = params.detach()
     return float(fitted[0]), float(fitted[1])
 
@@ -258,7 +258,7 @@ def train_model_sat(
             bce = nn.functional.binary_cross_entropy_with_logits(logits[known], batch_targets[known])
             loss = _grouped_loss(logits, batch_targets, config, generator) + config.bce_weight * bce
             optimiser.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             optimiser.step()
         val_logits = validation_logits()
         val_loss = float(nn.functional.binary_cross_entropy_with_logits(val_logits[val_known], val_targets[val_known]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -20,16 +20,18 @@ class DimensionCatalog:
     ids: tuple[int, ...]
     names: tuple[str, ...]
     kinds: tuple[str, ...]
+    kind_masks: dict[str, npt.NDArray[np.bool_]] = field(init=False, repr=False, compare=False)
+    _column: dict[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_column", {d: i for i, d in enumerate(self.ids)})
-        object.__setattr__(self, "kind_masks", {k: np.array([x == k for x in self.kinds]) for k in KINDS})
+        object.__setattr__(self, "kind_masks", {k: np.array([x == k for x in self.kinds], dtype=bool) for k in KINDS})
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def column(self, dimension_id: int) -> int:
-        return self._column[dimension_id]  # type: ignore[attr-defined,no-any-return]
+        return self._column[dimension_id]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ class ModelCatalog:
     output_usd_per_mtok: Matrix
     typical_output_tokens: Matrix
     mean_cost_usd: Matrix
+    output_tokens_filled: Matrix = field(init=False, repr=False, compare=False)
+    name_array: npt.NDArray[np.object_] = field(init=False, repr=False, compare=False)
+    provider_array: npt.NDArray[np.object_] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Derived once per catalog, never per request.
@@ -62,7 +65,7 @@ def input_tokens(texts_chars: npt.NDArray[np.float64]) -> Matrix:
 
 def estimate_costs(catalog: ModelCatalog, tokens_in: Matrix) -> Matrix:
     """(batch x models) USD per query: prices x (input tokens, typical output), else the mean observed cost."""
-    typical_out: Matrix = catalog.output_tokens_filled  # type: ignore[attr-defined]
+    typical_out: Matrix = catalog.output_tokens_filled
     priced = (
         tokens_in[:, None] * catalog.input_usd_per_mtok[None, :] + (typical_out * catalog.output_usd_per_mtok)[None, :]
     ) / 1e6
@@ -71,14 +74,14 @@ def estimate_costs(catalog: ModelCatalog, tokens_in: Matrix) -> Matrix:
 
 def allowed(catalog: ModelCatalog, constraints: Constraints, costs: Matrix) -> npt.NDArray[np.bool_]:
     """(batch x models) mask of models that satisfy every hard constraint."""
-    names = catalog.name_array  # type: ignore[attr-defined]
+    names = catalog.name_array
     mask = np.ones(len(catalog), dtype=bool)
     if constraints.candidates is not None:
         mask &= np.isin(names, list(constraints.candidates))
     if constraints.exclude_models:
         mask &= ~np.isin(names, list(constraints.exclude_models))
     if constraints.exclude_providers:
-        mask &= ~np.isin(catalog.provider_array, list(constraints.exclude_providers))  # type: ignore[attr-defined]
+        mask &= ~np.isin(catalog.provider_array, list(constraints.exclude_providers))
     batch_mask = np.broadcast_to(mask, costs.shape).copy()
     if constraints.max_cost_usd is not None:
         batch_mask &= ~np.isnan(costs) & (costs <= constraints.max_cost_usd)

@@ -14,6 +14,7 @@ pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at 127.0.
 
 export CAPPROF_TEST_EMBEDDING_CACHE=${CAPPROF_TEST_EMBEDDING_CACHE:-$PWD/.capprof/test-embeddings}
 .venv/bin/ruff check .
+.venv/bin/mypy
 echo "== tests against PostgreSQL =="
 CAPPROF_TEST_BACKEND=postgres .venv/bin/python -m pytest -q "$@"
 echo "== tests against SQLite =="

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,10 @@ def _percentiles(samples_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def _timed(fn: Callable[[int], Any], n: int) -> list[float]:
-    times = []
-    for i in range(n):
-        started = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - started)
-    return times
+def _seconds(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def _query(i: int) -> str:
@@ -168,10 +166,11 @@ def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) 
             router.decide(embed([text]), np.array([len(text)], float), [RouteOptions()])
 
         log("one short query at a time: embedding only and full route, interleaved ...")
-        embed_times, route_times = [], []
+        embed_times: list[float] = []
+        route_times: list[float] = []
         for i in range(n_single):  # alternating cancels drift in machine load between the two
-            embed_times += _timed(lambda j, i=i: embed([_query(2 * i)]), 1)
-            route_times += _timed(lambda j, i=i: route_one(2 * i + 1), 1)
+            embed_times.append(_seconds(partial(embed, [_query(2 * i)])))
+            route_times.append(_seconds(partial(route_one, 2 * i + 1)))
         results["embed_p50_ms"], results["embed_p99_ms"] = _percentiles(embed_times)
         results["route_p50_ms"], results["route_p99_ms"] = _percentiles(route_times)
 
@@ -185,8 +184,8 @@ def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) 
         log("batches of 64: embedding only and full route, interleaved ...")
         embed_s = route_s = 0.0
         for b in range(n_batches):
-            embed_s += sum(_timed(lambda _, b=b: embed(batches[b]), 1))
-            route_s += sum(_timed(lambda _, b=b: route_batch(b), 1))
+            embed_s += _seconds(partial(embed, batches[b]))
+            route_s += _seconds(partial(route_batch, b))
         results["embed_batch_qps"] = n_batches * batch_size / embed_s
         results["route_batch_qps"] = n_batches * batch_size / route_s
 
@@ -199,7 +198,10 @@ def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) 
             scaled = RoutingEngine(settings)
             scaled._state = scaled_state(real_state, n_models)
             scaled.decide(vectors[:1], chars, [RouteOptions()])
-            times = _timed(lambda i, s=scaled: s.decide(vectors[i % 32 : i % 32 + 1], chars, [RouteOptions()]), 40)
+            times = [
+                _seconds(partial(scaled.decide, vectors[i % 32 : i % 32 + 1], chars, [RouteOptions()]))
+                for i in range(40)
+            ]
             score_ms[str(n_models)] = float(np.median(times) * 1000)
         results["score_ms_per_query"] = score_ms
         results["models_in_state"] = len(real_state.models)

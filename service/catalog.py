@@ -37,7 +37,7 @@ class NotFoundError(LookupError):
 
 
 def load_capability_seed() -> dict[str, Any]:
-    return json.loads(resources.files("service.seed_data").joinpath(SEED_FILE).read_text("utf-8"))  # type: ignore[no-any-return]
+    return json.loads(resources.files("service.seed_data").joinpath(SEED_FILE).read_text("utf-8"))
 
 
 def write_exemplars(

@@ -132,7 +132,7 @@ def _aptitude_document() -> dict[str, object]:
     runtime = _runtime()
     try:
         with runtime.sessions() as session:
-            return jsonable_encoder(read_aptitude_test(session))  # type: ignore[no-any-return]
+            return jsonable_encoder(read_aptitude_test(session))
     finally:
         runtime.close()
 

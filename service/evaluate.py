@@ -82,7 +82,7 @@ def split_family(family: Family, seed: int, test_ids: set[str] | None) -> Split:
         for i, q in enumerate(family.queries)
         if (q.query_id in test_ids if test_ids is not None else is_test(q.query_id, seed))
     ]
-    complete = ~np.isnan(outcomes).any(axis=1) & ~np.isnan(costs).any(axis=1)
+    complete = np.asarray(~np.isnan(outcomes).any(axis=1) & ~np.isnan(costs).any(axis=1), dtype=bool)
     test_rows = [i for i in chosen if complete[i]]
     test_set = set(chosen)
     train_rows = [i for i in range(len(family.queries)) if i not in test_set]

@@ -60,11 +60,11 @@ class MicroBatcher:
                 if timeout <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                    waiting = await asyncio.wait_for(self._queue.get(), timeout)
                 except TimeoutError:
                     break
-                batch.append(item)
-                size += len(item[0])
+                batch.append(waiting)
+                size += len(waiting[0])
             texts = [t for item, _ in batch for t in item]
             try:
                 vectors = await asyncio.to_thread(self._embed, texts)

@@ -37,7 +37,11 @@ def store_query_profiles(
         session,
         EvalQueryDimension.__table__,  # type: ignore[arg-type]
         [
-            {"query_id": int(query_ids[i]), "dimension_id": profiler.catalog.ids[j], "weight": float(weights[i, j])}
+            {
+                "query_id": int(query_ids[int(i)]),
+                "dimension_id": profiler.catalog.ids[int(j)],
+                "weight": float(weights[i, j]),
+            }
             for i, j in zip(q, d, strict=True)
         ],
         keys=("query_id", "dimension_id"),
@@ -110,10 +114,10 @@ class RecordChange:
 def apply_record_changes(session: Session, model_id: int, changes: Sequence[RecordChange]) -> None:
     """Incremental profile update: add each changed record's weighted value to the model's sums."""
     weights = defaultdict(list)
-    for row in session.execute(
+    for link in session.execute(
         select(EvalQueryDimension).where(EvalQueryDimension.query_id.in_([c.query_id for c in changes]))
     ).scalars():
-        weights[row.query_id].append((row.dimension_id, row.weight))
+        weights[link.query_id].append((link.dimension_id, link.weight))
     delta: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for change in changes:
         is_new = change.old_value is None

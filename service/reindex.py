@@ -16,12 +16,12 @@ def reindex_all(session: Session, store: VectorStore, embedder: CachedEmbedder, 
         select(Exemplar.id, Exemplar.text, Dimension.id, Dimension.name, Dimension.kind).join(Dimension)
     ).all()
     for start in range(0, len(exemplars), batch):
-        part = exemplars[start : start + batch]
+        rows = exemplars[start : start + batch]
         store.upsert(
             EXEMPLARS,
-            [r[0] for r in part],
-            embedder.embed([r[1] for r in part]),
-            [{"dimension_id": r[2], "dimension": r[3], "kind": r[4]} for r in part],
+            [r[0] for r in rows],
+            embedder.embed([r[1] for r in rows]),
+            [{"dimension_id": r[2], "dimension": r[3], "kind": r[4]} for r in rows],
         )
     store.recreate(EVAL_QUERIES)
     queries = session.execute(

@@ -151,7 +151,7 @@ class RoutingEngine:
     ) -> dict[str, Contribution]:
         state = self.state
         catalog = state.profiler.catalog
-        kinds_present = sum(float(est.weights[row, catalog.kind_masks[k]].sum() > 0) for k in KINDS) or 1.0
+        kinds_present = max(1, sum(int(est.weights[row][catalog.kind_masks[k]].sum() > 0) for k in KINDS))
         column = {name: i for i, name in enumerate(state.models.names)}
         active = np.flatnonzero(est.weights[row] > 0)
         result = {}

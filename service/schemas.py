@@ -173,7 +173,7 @@ class BatchRouteResponse(BaseModel):
 
 
 def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
-    def weights(items: tuple) -> list[DimensionWeight]:  # type: ignore[type-arg]
+    def weights(items: tuple) -> list[DimensionWeight]:
         return [DimensionWeight(name=d.name, weight=d.weight, similarity_vote=d.vote) for d in items]
 
     return RouteResponse(

@@ -16,7 +16,7 @@ from service.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return request.app.state.runtime
 
 
 def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
@@ -25,15 +25,15 @@ def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[S
 
 
 def get_batcher(request: Request) -> MicroBatcher:
-    return request.app.state.batcher  # type: ignore[no-any-return]
+    return request.app.state.batcher
 
 
 def get_decision_log(request: Request) -> DecisionLog:
-    return request.app.state.decision_log  # type: ignore[no-any-return]
+    return request.app.state.decision_log
 
 
 def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+    return request.app.state.metrics
 
 
 def require_admin(
