@@ -34,6 +34,11 @@ class CachedEmbedder:
     def __len__(self) -> int:
         return len(self._index)
 
+    def count_missing(self, texts: Sequence[str]) -> int:
+        """How many distinct texts an `embed` call would have to embed (for progress bars)."""
+        with self._lock:
+            return len({h for h in map(text_hash, texts) if h not in self._index})
+
     def _all_vectors(self) -> Vectors:
         if len(self._rows) > 1:
             self._rows = [np.concatenate(self._rows)]

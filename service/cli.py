@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from profiling.dataset import DatasetError
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 app = typer.Typer(
     help="capprof: profile LLMs and route each query to the best model for the money.", no_args_is_help=True
@@ -26,10 +31,21 @@ app.add_typer(aptitude_app, name="aptitude")
 app.add_typer(reranker_app, name="reranker")
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+@contextmanager
+def _opened(command: str) -> Iterator[Runtime]:
+    """One command's runtime: a refusal (bad data, something missing) exits 2 with the reason; stores are closed."""
+    from service.catalog import NotFoundError
+    from service.routing_engine import NoModelsError
     from service.runtime import Runtime
 
-    return Runtime(Settings())
+    runtime = Runtime(Settings())
+    try:
+        yield runtime
+    except (DatasetError, NotFoundError, NoModelsError) as exc:
+        typer.echo(f"{command}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        runtime.close()
 
 
 @db_app.command("upgrade")
@@ -60,15 +76,8 @@ def import_cmd(
     """Import models, queries, outcomes and domain labels from a data folder (all or nothing)."""
     from service.importer import import_data
 
-    runtime = _runtime()
-    try:
-        with runtime.transaction() as session:
-            report = import_data(session, runtime.store, runtime.embedder, runtime.settings, path, progress)
-    except DatasetError as exc:
-        typer.echo(f"import refused, nothing was written: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        runtime.close()
+    with _opened("import refused, nothing was written") as runtime, runtime.transaction() as session:
+        report = import_data(session, runtime.store, runtime.embedder, runtime.settings, path, progress)
     typer.echo(
         f"imported {', '.join(report.families)}: {report.models} models, {report.queries} queries, "
         f"{report.outcomes} outcomes ({report.missing_scores} blank scores skipped), "
@@ -82,12 +91,8 @@ def reindex() -> None:
     """Rebuild both Qdrant collections from Postgres (vectors come from the embedding cache)."""
     from service.reindex import reindex_all
 
-    runtime = _runtime()
-    try:
-        with runtime.sessions() as session:
-            counts = reindex_all(session, runtime.store, runtime.embedder)
-    finally:
-        runtime.close()
+    with _opened("reindex") as runtime, runtime.sessions() as session:
+        counts = reindex_all(session, runtime.store, runtime.embedder)
     typer.echo(f"reindexed {counts['exemplars']} exemplars and {counts['eval_queries']} evaluation queries")
 
 
@@ -96,12 +101,8 @@ def profiles_rebuild() -> None:
     """Re-profile every evaluation query and recompute every model profile."""
     from service.profiles import rebuild_profiles
 
-    runtime = _runtime()
-    try:
-        with runtime.transaction() as session:
-            stats = rebuild_profiles(session, runtime.store, runtime.settings)
-    finally:
-        runtime.close()
+    with _opened("profiles rebuild") as runtime, runtime.transaction() as session:
+        stats = rebuild_profiles(session, runtime.store, runtime.settings)
     typer.echo(f"profiled {stats.queries} queries from {stats.records} records: {stats.profile_cells} profile cells")
 
 
@@ -112,29 +113,26 @@ def aptitude_build(
     """Build a new aptitude test version (50 tasks x 20 items) from the evaluation data."""
     from service.aptitude import build_test, current_test
 
-    runtime = _runtime()
-    try:
-        with runtime.transaction() as session:
-            existing = current_test(session) if if_missing else None
-            test = existing or build_test(session, runtime.store)
-            version, tasks = test.version, len(test.tasks)
-            items = sum(len(t.items) for t in test.tasks)
-    finally:
-        runtime.close()
+    with _opened("aptitude build") as runtime, runtime.transaction() as session:
+        existing = current_test(session) if if_missing else None
+        test = existing or build_test(session, runtime.store)
+        version, tasks = test.version, len(test.tasks)
+        items = sum(len(t.items) for t in test.tasks)
     typer.echo(f"aptitude test v{version}: {tasks} tasks, {items} items")
 
 
 def _aptitude_document() -> dict[str, object]:
     from fastapi.encoders import jsonable_encoder
 
-    from service.api.aptitude import read_aptitude_test
+    from service.api.aptitude import aptitude_document
+    from service.aptitude import current_test
+    from service.catalog import NotFoundError
 
-    runtime = _runtime()
-    try:
-        with runtime.sessions() as session:
-            return jsonable_encoder(read_aptitude_test(session))
-    finally:
-        runtime.close()
+    with _opened("aptitude") as runtime, runtime.sessions() as session:
+        test = current_test(session)
+        if test is None:
+            raise NotFoundError("no aptitude test built yet (capprof aptitude build)")
+        return jsonable_encoder(aptitude_document(session, test))
 
 
 @aptitude_app.command("show")
@@ -168,50 +166,34 @@ def reranker_train(
 ) -> None:
     """Train a Model-SAT checkpoint on the current aptitude test and all evaluation records."""
     from profiling.model_sat import ModelSatConfig
-    from service.catalog import NotFoundError
     from service.reranker_registry import activate, active_checkpoint, train_checkpoint
 
-    runtime = _runtime()
-    try:
-        with runtime.transaction() as session:
-            current = active_checkpoint(session) if if_missing else None
-            if current is not None:
-                typer.echo(f"checkpoint v{current.version} is already active")
-                return
-            checkpoint = train_checkpoint(
-                session,
-                runtime.store,
-                runtime.embedder,
-                runtime.settings,
-                ModelSatConfig(epochs=epochs, seed=seed),
-                log=lambda line: typer.echo(line, err=True),
-            )
-            if activate_after:
-                activate(session, checkpoint.version)
-            version, metrics = checkpoint.version, checkpoint.metrics
-    except NotFoundError as exc:
-        typer.echo(f"reranker train: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        runtime.close()
+    with _opened("reranker train") as runtime, runtime.transaction() as session:
+        current = active_checkpoint(session) if if_missing else None
+        if current is not None:
+            typer.echo(f"checkpoint v{current.version} is already active")
+            return
+        checkpoint = train_checkpoint(
+            session,
+            runtime.store,
+            runtime.embedder,
+            runtime.settings,
+            ModelSatConfig(epochs=epochs, seed=seed),
+            log=lambda line: typer.echo(line, err=True),
+        )
+        if activate_after:
+            activate(session, checkpoint.version)
+        version, metrics = checkpoint.version, checkpoint.metrics
     typer.echo(f"checkpoint v{version}{' (active)' if activate_after else ''}: {json.dumps(metrics)}")
 
 
 @reranker_app.command("evaluate")
 def reranker_evaluate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
     """Calibration error and top-1 accuracy of a checkpoint on the held-out validation queries."""
-    from service.catalog import NotFoundError
     from service.reranker_registry import evaluate_checkpoint
 
-    runtime = _runtime()
-    try:
-        with runtime.sessions() as session:
-            result = evaluate_checkpoint(session, runtime.store, runtime.settings, version)
-    except NotFoundError as exc:
-        typer.echo(f"reranker evaluate: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        runtime.close()
+    with _opened("reranker evaluate") as runtime, runtime.sessions() as session:
+        result = evaluate_checkpoint(session, runtime.store, runtime.settings, version)
     typer.echo(json.dumps(result, indent=2))
 
 
@@ -220,34 +202,22 @@ def reranker_list() -> None:
     """All checkpoints, the active one marked."""
     from service.reranker_registry import list_checkpoints
 
-    runtime = _runtime()
-    try:
-        with runtime.sessions() as session:
-            for c in list_checkpoints(session):
-                mark = "*" if c.active else " "
-                ece = c.metrics.get("ece_calibrated", float("nan"))
-                typer.echo(
-                    f"{mark} v{c.version}  {c.created_at:%Y-%m-%d %H:%M}  ECE {ece:.4f}  data {c.data_fingerprint[:12]}"
-                )
-    finally:
-        runtime.close()
+    with _opened("reranker list") as runtime, runtime.sessions() as session:
+        for c in list_checkpoints(session):
+            mark = "*" if c.active else " "
+            ece = c.metrics.get("ece_calibrated", float("nan"))
+            typer.echo(
+                f"{mark} v{c.version}  {c.created_at:%Y-%m-%d %H:%M}  ECE {ece:.4f}  data {c.data_fingerprint[:12]}"
+            )
 
 
 @reranker_app.command("activate")
 def reranker_activate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
     """Make VERSION the live re-ranker (a running service picks it up within CAPPROF_RERANKER_POLL_S)."""
-    from service.catalog import NotFoundError
     from service.reranker_registry import activate
 
-    runtime = _runtime()
-    try:
-        with runtime.transaction() as session:
-            activate(session, version)
-    except NotFoundError as exc:
-        typer.echo(f"reranker activate: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        runtime.close()
+    with _opened("reranker activate") as runtime, runtime.transaction() as session:
+        activate(session, version)
     typer.echo(f"v{version} is active")
 
 
@@ -263,8 +233,7 @@ def route(
     from service.routing_engine import RouteOptions
     from service.schemas import decision_response
 
-    runtime = _runtime()
-    try:
+    with _opened("route") as runtime:
         runtime.reload_router()
         started = time.perf_counter()
         vectors = runtime.embedder.embed_uncached([query])
@@ -272,8 +241,6 @@ def route(
             vectors, np.array([len(query)], float), [RouteOptions(cost_weight=cost_weight, top_n=top_n, explain=True)]
         )[0]
         body = decision_response(decision, (time.perf_counter() - started) * 1000).model_dump(mode="json")
-    finally:
-        runtime.close()
     json.dump(body, sys.stdout, indent=2)
     typer.echo()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from profiling.aptitude import AptitudeTest, build_aptitude_test
 from profiling.dataset import Family, OutcomeRow, read_family
@@ -188,6 +189,7 @@ def evaluate(
     test_ids: set[str] | None = None,
     new_models: list[str] | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> dict[str, Any]:
     family = read_family(data / benchmark)
     split = split_family(family, seed, test_ids)
@@ -203,7 +205,9 @@ def evaluate(
     )
 
     texts = [q.text for q in family.queries]
-    vectors = embedder.embed(texts)
+    missing = embedder.count_missing(texts)
+    with tqdm(total=missing, desc=f"embedding {benchmark}", unit="q", disable=not progress or not missing) as bar:
+        vectors = embedder.embed(texts, progress=bar.update)
     embedder.save()
     test_vectors = vectors[split.test_rows]
     outcomes, costs = split.outcomes[split.test_rows], split.costs[split.test_rows]
@@ -306,6 +310,7 @@ def evaluate(
         "train_seconds": sat_metrics["train_seconds"],
     }
     report["reranker"] = {"top_k": k, "weight": weight}
+    embedder.save()  # task descriptions and capability exemplars were embedded after the queries
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(report))

@@ -45,7 +45,7 @@ def _label_exemplars(family: Family, per_label: int) -> dict[str, list[str]]:
     """Up to `per_label` query texts for each domain label and each subject label."""
     by_label: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for q in family.queries:
-        for label in {q.domain, q.subject} - {""}:
+        for label in sorted({q.domain, q.subject} - {""}):  # sorted: set order varies between processes
             by_label[label].append((_exemplar_order(q.query_id), q.text))
     return {label: [t for _, t in sorted(items)[:per_label]] for label, items in by_label.items()}
 
@@ -168,7 +168,8 @@ def import_families(
     embedded = []
     for family in families:
         texts = [q.text for q in family.queries]
-        with tqdm(total=len(texts), desc=f"embedding {family.name}", unit="q", disable=not progress) as bar:
+        missing = embedder.count_missing(texts)
+        with tqdm(total=missing, desc=f"embedding {family.name}", unit="q", disable=not progress or not missing) as bar:
             embedded.append(embedder.embed(texts, progress=bar.update))
     embedder.save()
     report.seconds_embedding = time.perf_counter() - started

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -10,30 +13,33 @@ from service.orm import Dimension, EvalQuery, Exemplar
 from service.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 
+def _rebuild(
+    store: VectorStore,
+    embedder: CachedEmbedder,
+    collection: str,
+    rows: Sequence[Any],
+    payload: Callable[[Any], dict[str, Any]],
+    batch: int,
+) -> None:
+    """Recreate a collection from (id, text, ...) rows, embedding through the cache."""
+    store.recreate(collection)
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        store.upsert(collection, [r[0] for r in part], embedder.embed([r[1] for r in part]), [payload(r) for r in part])
+
+
 def reindex_all(session: Session, store: VectorStore, embedder: CachedEmbedder, batch: int = 4096) -> dict[str, int]:
-    store.recreate(EXEMPLARS)
     exemplars = session.execute(
         select(Exemplar.id, Exemplar.text, Dimension.id, Dimension.name, Dimension.kind).join(Dimension)
     ).all()
-    for start in range(0, len(exemplars), batch):
-        rows = exemplars[start : start + batch]
-        store.upsert(
-            EXEMPLARS,
-            [r[0] for r in rows],
-            embedder.embed([r[1] for r in rows]),
-            [{"dimension_id": r[2], "dimension": r[3], "kind": r[4]} for r in rows],
-        )
-    store.recreate(EVAL_QUERIES)
+    _rebuild(
+        store, embedder, EXEMPLARS, exemplars, lambda r: {"dimension_id": r[2], "dimension": r[3], "kind": r[4]}, batch
+    )
     queries = session.execute(
         select(EvalQuery.id, EvalQuery.text, EvalQuery.benchmark, EvalQuery.domain, EvalQuery.subject)
     ).all()
-    for start in range(0, len(queries), batch):
-        part = queries[start : start + batch]
-        store.upsert(
-            EVAL_QUERIES,
-            [r[0] for r in part],
-            embedder.embed([r[1] for r in part]),
-            [{"benchmark": r[2], "domain": r[3], "subject": r[4]} for r in part],
-        )
+    _rebuild(
+        store, embedder, EVAL_QUERIES, queries, lambda r: {"benchmark": r[2], "domain": r[3], "subject": r[4]}, batch
+    )
     embedder.save()
     return {"exemplars": len(exemplars), "eval_queries": len(queries)}

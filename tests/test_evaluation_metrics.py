@@ -71,3 +71,53 @@ def test_split_is_deterministic_and_near_the_share() -> None:
     assert first == [is_test(i, seed=7) for i in ids]
     assert first != [is_test(i, seed=8) for i in ids]
     assert 0.27 < np.mean(first) < 0.33
+
+
+class HashEmbedder:
+    """Deterministic pseudo-random unit vectors per text, counting what it is asked to embed."""
+
+    name = "hash-test"
+    dimension = 32
+
+    def __init__(self) -> None:
+        self.embedded = 0
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        self.embedded += len(texts)
+        rows = [
+            np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big")).normal(size=32)
+            for t in texts
+        ]
+        vectors = np.asarray(rows, np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_evaluate_is_deterministic_and_reuses_cached_embeddings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from profiling.embedding_cache import CachedEmbedder
+    from service.evaluate import evaluate
+    from service.settings import Settings
+    from tests.conftest import shared_family, small_family
+
+    data = tmp_path / "data"
+    small_family(data, shared_family("zeroeval"), 300)
+    inner = HashEmbedder()
+    reports = []
+    for run in range(2):
+        embedder = CachedEmbedder(inner, tmp_path / "cache")  # a fresh process would reopen the cache like this
+        settings = Settings(data_dir=tmp_path / f"run{run}")
+        evaluate(
+            data, "zeroeval", tmp_path / f"out{run}", settings, embedder, seed=3, log=lambda _: None, progress=False
+        )
+        report = json.loads((tmp_path / f"out{run}" / "report.json").read_text())
+        report["sat_calibration"].pop("train_seconds")  # a measured time, the one thing allowed to differ
+        reports.append(report)
+        if run == 0:
+            first_run_embedded = inner.embedded
+    assert reports[0] == reports[1]
+    assert first_run_embedded > 300
+    assert inner.embedded == first_run_embedded, "the second run embedded again"
+    assert reports[0]["n_train"] + reports[0]["n_test"] + reports[0]["n_test_dropped"] == 300

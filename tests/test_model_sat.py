@@ -105,6 +105,7 @@ def test_harness_onboards_a_held_out_model_from_its_aptitude_test(embedder: Cach
         seed=0,
         new_models=[strongest],
         log=lambda _: None,
+        progress=False,
     )
     assert set(report["routers"]) >= {"random", "best_single", "oracle", "knn", "profile", "sat", "capprof"}
     onboarding = report["onboarding"]

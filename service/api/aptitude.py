@@ -6,11 +6,12 @@ import math
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.api.deps import AdminDep, RuntimeDep, SessionDep
 from service.aptitude import Answer, aptitude_matrix, current_test, record_answers
 from service.catalog import NotFoundError
-from service.orm import EvalQuery, LlmModel
+from service.orm import AptitudeTest, EvalQuery, LlmModel
 from service.schemas import (
     AptitudeAnswersIn,
     AptitudeItemOut,
@@ -23,18 +24,10 @@ from service.schemas import (
 router = APIRouter(tags=["aptitude"])
 
 
-@router.get("/v1/aptitude")
-def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
-    test = current_test(session)
-    if test is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no aptitude test built yet (capprof aptitude build)")
-    texts = dict(
-        session.execute(
-            select(EvalQuery.id, EvalQuery.text).where(
-                EvalQuery.id.in_([item.query_id for task in test.tasks for item in task.items])
-            )
-        ).all()
-    )
+def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:
+    """The test as an operator runs it: tasks with their items' texts."""
+    query_ids = [item.query_id for task in test.tasks for item in task.items]
+    texts = dict(session.execute(select(EvalQuery.id, EvalQuery.text).where(EvalQuery.id.in_(query_ids))).all())
     return AptitudeTestOut(
         version=test.version,
         tasks=[
@@ -46,6 +39,14 @@ def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
             for task in test.tasks
         ],
     )
+
+
+@router.get("/v1/aptitude")
+def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
+    test = current_test(session)
+    if test is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no aptitude test built yet (capprof aptitude build)")
+    return aptitude_document(session, test)
 
 
 @router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep])
