@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.catalog import ensure_capabilities
@@ -98,8 +98,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             with runtime.transaction() as session:
                 ensure_capabilities(session, runtime.store, runtime.embedder)
             runtime.reload_router()
-        except (OperationalError, ResponseHandlingException, UnexpectedResponse) as exc:
-            logger.error("stores unavailable at start-up, routing not ready: %s", exc)
+        except (SQLAlchemyError, ResponseHandlingException, UnexpectedResponse) as exc:
+            logger.error(
+                "stores unavailable or database not migrated (capprof db upgrade) at start-up; routing not ready: %s",
+                type(exc).__name__,
+            )
         await batcher.start()
         decision_log.start()
         watcher = asyncio.create_task(_follow_active_checkpoint(runtime))

@@ -212,3 +212,10 @@ def test_bad_route_requests_name_the_field(routed) -> None:  # type: ignore[no-u
         response = client.post("/v1/route", json=body)
         assert response.status_code == 422, body
         assert field in [e["field"] for e in response.json()["errors"]], response.json()
+
+
+def test_unknown_candidates_are_named(routed) -> None:  # type: ignore[no-untyped-def]
+    client, _ = routed
+    response = client.post("/v1/route", json={"query": MATH_QUERIES[0], "candidates": ["no-such-model"]})
+    assert response.status_code == 422
+    assert "candidates" in response.json()["detail"] and "no-such-model" in response.json()["detail"]

@@ -59,6 +59,21 @@ def _query_vectors(bodies: list[RouteRequest], vectors: Vectors) -> tuple[Vector
     return np.stack(rows).astype(np.float32), np.asarray(chars, np.float64)
 
 
+def _check_names(runtime: Runtime, bodies: list[RouteRequest]) -> None:
+    """Candidates must name registered, active models: a typo should not silently shrink the pool."""
+    if not runtime.router.loaded:
+        return
+    known = set(runtime.router.state.models.names)
+    for position, body in enumerate(bodies):
+        unknown = sorted(set(body.candidates or ()) - known)
+        if unknown:
+            prefix = f"requests[{position}]." if len(bodies) > 1 else ""
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"{prefix}candidates: not registered or not active: {unknown[:10]}",
+            )
+
+
 def _decide(runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors) -> list[Decision]:
     query_vectors, chars = _query_vectors(bodies, vectors)
     try:
@@ -118,6 +133,7 @@ async def route(
 ) -> RouteResponse:
     """Choose the model for one query (or chat) under the given cost knob and constraints."""
     started = time.perf_counter()
+    _check_names(runtime, [body])
     texts, _ = _texts(body)
     vectors = await batcher.embed(texts)
     decision = _decide(runtime, [body], vectors)[0]
@@ -144,6 +160,7 @@ async def route_batch(
             detail=f"requests: at most {limit} per batch (got {len(body.requests)})",
         )
     started = time.perf_counter()
+    _check_names(runtime, body.requests)
     texts = [t for b in body.requests for t in _texts(b)[0]]
     vectors = await asyncio.to_thread(runtime.embedder.embed_uncached, texts)
     decisions = _decide(runtime, body.requests, vectors)
