@@ -6,18 +6,25 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from profiling.embedding_cache import CachedEmbedder
 from profiling.model_sat import ModelSatConfig
 from service.aptitude import build_test
 from service.importer import import_data
 from service.reranker_registry import activate, train_checkpoint
-from service.runtime import Runtime
-from tests.conftest import ADMIN, shared_family, small_family
+from service.runtime import Runtime, upgrade_database
+from service.vector_store import VectorStore
+from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_family, small_family
 
 FAST = ModelSatConfig(epochs=2, hidden=32, model_dim=16)
 
 
 @pytest.fixture
-def trained(runtime: Runtime, tmp_path: Path) -> Runtime:
+def trained(databases: ThrowawayDatabases, embedder: CachedEmbedder, store: VectorStore, tmp_path: Path) -> Runtime:
+    """A runtime on a database of its own: the service's checkpoint watcher queries it from another thread,
+    which the shared single-connection test transaction cannot serve."""
+    url = databases.new()
+    upgrade_database(url)
+    runtime = Runtime(make_settings(tmp_path, database_url=url), embedder=embedder, store=store)
     family = small_family(tmp_path, shared_family("zeroeval"), 240)
     with runtime.transaction() as session:
         import_data(session, runtime.store, runtime.embedder, runtime.settings, family, progress=False)
