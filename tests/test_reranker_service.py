@@ -36,7 +36,6 @@ def trained(databases: ThrowawayDatabases, embedder: CachedEmbedder, store: Vect
 
 def test_aptitude_test_is_served_for_running_a_new_model(trained: Runtime) -> None:
     runtime = trained
-    runtime.settings.reranker_poll_s = 60.0
     from service.app import create_app
 
     with TestClient(create_app(runtime=runtime)) as client:
@@ -81,7 +80,6 @@ def test_activation_switches_the_live_reranker(trained: Runtime) -> None:
 
 def test_a_new_model_is_onboarded_by_its_aptitude_answers(trained: Runtime) -> None:
     runtime = trained
-    runtime.settings.reranker_poll_s = 60.0
     from service.app import create_app
 
     with TestClient(create_app(runtime=runtime)) as client:
