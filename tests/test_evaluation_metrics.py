@@ -121,3 +121,32 @@ def test_evaluate_is_deterministic_and_reuses_cached_embeddings(tmp_path) -> Non
     assert first_run_embedded > 300
     assert inner.embedded == first_run_embedded, "the second run embedded again"
     assert reports[0]["n_train"] + reports[0]["n_test"] + reports[0]["n_test_dropped"] == 300
+
+
+def test_test_ids_choose_the_test_set_and_incomplete_queries_are_dropped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from profiling.dataset import read_family
+    from service.evaluate import EvaluationError, split_family
+    from tests.conftest import csv_rows, shared_family, small_family
+
+    folder = small_family(tmp_path, shared_family("zeroeval"), 40)
+    family = read_family(folder)
+    ids = [q.query_id for q in family.queries]
+    split = split_family(family, seed=0, test_ids=set(ids[:10]))
+    assert sorted(family.queries[i].query_id for i in split.test_rows) == sorted(ids[:10])
+    assert len(split.train_rows) == 30 and split.dropped_test == 0
+
+    rows = csv_rows(folder / "outcomes.csv.gz")
+    without = [o for o in rows if not (o["query_id"] == ids[0] and o["model"] == rows[0]["model"])]
+    import csv
+    import gzip
+
+    with gzip.open(folder / "outcomes.csv.gz", "wt", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(without)
+    split = split_family(read_family(folder), seed=0, test_ids=set(ids[:10]))
+    assert split.dropped_test == 1 and len(split.test_rows) == 9
+    assert ids[0] not in {family.queries[i].query_id for i in split.train_rows}, "a dropped test query must not train"
+
+    with pytest.raises(EvaluationError, match="--test-ids"):
+        split_family(family, seed=0, test_ids={"not-a-query"})
