@@ -57,3 +57,34 @@ def test_embedded_on_disk_store_persists(embedder: CachedEmbedder, tmp_path: Pat
     reopened = VectorStore(QdrantClient(path=str(tmp_path / "qdrant")), embedder.dimension)
     assert reopened.count(EVAL_QUERIES) == len(STORED)
     reopened.close()
+
+
+def test_qdrant_search_backend_routes_like_the_snapshot(runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from service.importer import import_data
+    from service.routing_engine import RouteOptions, RoutingEngine
+    from tests.conftest import shared_family, small_family
+
+    with runtime.transaction() as session:
+        import_data(
+            session,
+            runtime.store,
+            runtime.embedder,
+            runtime.settings,
+            small_family(tmp_path, shared_family("zeroeval"), 120),
+            progress=False,
+        )
+    queries = ["What is 17 * 23?", "def f(x): return x[::-1]\nassert f('abc') == ??", "Who wrote Hamlet?"]
+    vectors = runtime.embedder.embed(queries)
+    chars = np.array([len(q) for q in queries], float)
+    decisions = {}
+    for backend in ("snapshot", "qdrant"):
+        engine = RoutingEngine(runtime.settings.model_copy(update={"search_backend": backend}))
+        with runtime.sessions() as session:
+            engine.reload(session, runtime.store)
+        decisions[backend] = engine.decide(vectors, chars, [RouteOptions(top_n=5)] * len(queries))
+    for snap, qdrant in zip(decisions["snapshot"], decisions["qdrant"], strict=True):
+        assert [a.model for a in snap.alternatives] == [a.model for a in qdrant.alternatives]
+        np.testing.assert_allclose(
+            [a.p_correct for a in snap.alternatives], [a.p_correct for a in qdrant.alternatives], atol=1e-5
+        )
+        assert [d.name for d in snap.profile.domains] == [d.name for d in qdrant.profile.domains]
