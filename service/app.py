@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
@@ -40,22 +40,18 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": message, "errors": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
-async def _database_down(_: Request, exc: Exception) -> JSONResponse:
-    logger.error("database unavailable: %s", type(exc).__name__)
-    return JSONResponse(
-        {"detail": "database unavailable; nothing was changed, retry later"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "5"},
-    )
+def _unavailable(store: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """A 503 that says which store is down and that the request changed nothing (its transaction rolled back)."""
 
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s unavailable: %s", store, type(exc).__name__)
+        return JSONResponse(
+            {"detail": f"{store} unavailable; nothing was changed, retry later"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
 
-async def _vectors_down(_: Request, exc: Exception) -> JSONResponse:
-    logger.error("qdrant unavailable: %s", type(exc).__name__)
-    return JSONResponse(
-        {"detail": "vector store (Qdrant) unavailable; nothing was changed, retry later"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "5"},
-    )
+    return handler
 
 
 def _active_version(runtime: Runtime) -> int | None:
@@ -125,10 +121,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.decision_log = decision_log
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(DBAPIError, _database_down)
-    app.add_exception_handler(ResponseHandlingException, _vectors_down)
-    app.add_exception_handler(UnexpectedResponse, _vectors_down)
+    for database_error in (OperationalError, DBAPIError):
+        app.add_exception_handler(database_error, _unavailable("database"))
+    for qdrant_error in (ResponseHandlingException, UnexpectedResponse):
+        app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
     for module in (health, models, dimensions, routing, aptitude, reranker):
         app.include_router(module.router)
     return app
