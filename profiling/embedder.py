@@ -72,6 +72,3 @@ class SentenceEmbedder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
-
-    def warm_up(self) -> None:
-        self.embed(["warm-up query"])

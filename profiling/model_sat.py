@@ -120,10 +120,6 @@ class ModelSat:
         self.calibration = calibration
         self.config = config
 
-    @property
-    def n_tasks(self) -> int:
-        return int(self.task_embeddings.shape[0])
-
     @torch.inference_mode()
     def embed_models(self, aptitude: FloatArray) -> torch.Tensor:
         return self.scorer.encoder(

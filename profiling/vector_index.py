@@ -29,13 +29,6 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def with_points(self, ids: IntArray, vectors: FloatArray) -> VectorIndex:
-        keep = ~np.isin(self.ids, ids)
-        return VectorIndex(
-            np.concatenate([self.ids[keep], ids.astype(np.int64)]),
-            np.concatenate([self.vectors[keep], vectors.astype(np.float32)]),
-        )
-
     def search(self, queries: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
         """(row positions, cosine similarities), each (batch, min(k, size)), best first.
 

@@ -188,5 +188,5 @@ def add_evaluations(
         for q, i in latest.items()
     ]
     apply_record_changes(session, model.id, changes)
-    refresh_model_stats(session)
+    refresh_model_stats(session, [model.id])
     return len(latest)

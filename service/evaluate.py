@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +132,13 @@ def _estimates(
         order = [runtime.router.state.models.names.index(m) for m in split.models]
         runtime.store.close()
         runtime.db_engine.dispose()
-    return Estimates(
-        est.weights,
-        est.votes,
-        est.nearest,
-        *(getattr(est, f)[:, order] for f in ("p_profile", "p_knn", "knn_share", "p_correct", "costs")),
+    return replace(
+        est,
+        p_profile=est.p_profile[:, order],
+        p_knn=est.p_knn[:, order],
+        knn_share=est.knn_share[:, order],
+        p_correct=est.p_correct[:, order],
+        costs=est.costs[:, order],
     )
 
 

@@ -50,19 +50,18 @@ def store_query_profiles(
     return weights
 
 
-def refresh_model_stats(session: Session) -> None:
-    """Typical output length and mean observed cost per model, for cost estimates."""
+def refresh_model_stats(session: Session, model_ids: Sequence[int] | None = None) -> None:
+    """Typical output length and mean observed cost per model (all models, or just these), for cost estimates."""
     records = EvalRecord.__table__
-    session.execute(
-        update(LlmModel).values(
-            typical_output_tokens=select(func.avg(records.c.output_tokens))
-            .where(records.c.model_id == LlmModel.id, records.c.output_tokens > 0)
-            .scalar_subquery(),
-            mean_cost_usd=select(func.avg(records.c.cost_usd))
-            .where(records.c.model_id == LlmModel.id)
-            .scalar_subquery(),
-        )
+    stmt = update(LlmModel).values(
+        typical_output_tokens=select(func.avg(records.c.output_tokens))
+        .where(records.c.model_id == LlmModel.id, records.c.output_tokens > 0)
+        .scalar_subquery(),
+        mean_cost_usd=select(func.avg(records.c.cost_usd)).where(records.c.model_id == LlmModel.id).scalar_subquery(),
     )
+    if model_ids is not None:
+        stmt = stmt.where(LlmModel.id.in_(list(model_ids)))
+    session.execute(stmt)
 
 
 def rebuild_profiles(session: Session, store: VectorStore, settings: Settings) -> RebuildStats:
