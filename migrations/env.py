@@ -4,9 +4,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from service.db import make_engine
-from service.orm import Base
 from service.settings import Settings
+from service.store.db import make_engine
+from service.store.orm import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

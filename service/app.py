@@ -14,13 +14,13 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
-from service.catalog import ensure_capabilities
-from service.decision_log import DecisionLog
 from service.metrics import Metrics
-from service.microbatch import MicroBatcher
-from service.reranker_registry import active_checkpoint
+from service.registry.catalog import ensure_capabilities
+from service.routing.decision_log import DecisionLog
+from service.routing.microbatch import MicroBatcher
 from service.runtime import Runtime
 from service.settings import Settings
+from service.store.readers import active_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ app.add_typer(reranker_app, name="reranker")
 @contextmanager
 def _opened(command: str) -> Iterator[Runtime]:
     """One command's runtime: a refusal (bad data, something missing) exits 2 with the reason; stores are closed."""
-    from service.catalog import NotFoundError
-    from service.routing_engine import NoModelsError
+    from service.errors import NotFoundError
+    from service.routing.engine import NoModelsError
     from service.runtime import Runtime
 
     runtime = Runtime(Settings())
@@ -74,7 +74,7 @@ def import_cmd(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Import models, queries, outcomes and domain labels from a data folder (all or nothing)."""
-    from service.importer import import_data
+    from service.registry.importer import import_data
 
     with _opened("import refused, nothing was written") as runtime, runtime.transaction() as session:
         report = import_data(session, runtime.store, runtime.embedder, runtime.settings, path, progress)
@@ -89,7 +89,7 @@ def import_cmd(
 @app.command()
 def reindex() -> None:
     """Rebuild both Qdrant collections from Postgres (vectors come from the embedding cache)."""
-    from service.reindex import reindex_all
+    from service.registry.reindex import reindex_all
 
     with _opened("reindex") as runtime, runtime.sessions() as session:
         counts = reindex_all(session, runtime.store, runtime.embedder)
@@ -99,7 +99,7 @@ def reindex() -> None:
 @profiles_app.command("rebuild")
 def profiles_rebuild() -> None:
     """Re-profile every evaluation query and recompute every model profile."""
-    from service.profiles import rebuild_profiles
+    from service.registry.profiles import rebuild_profiles
 
     with _opened("profiles rebuild") as runtime, runtime.transaction() as session:
         stats = rebuild_profiles(session, runtime.store, runtime.settings)
@@ -111,7 +111,8 @@ def aptitude_build(
     if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when a test exists")] = False,
 ) -> None:
     """Build a new aptitude test version (50 tasks x 20 items) from the evaluation data."""
-    from service.aptitude import build_test, current_test
+    from service.registry.aptitude import build_test
+    from service.store.readers import current_test
 
     with _opened("aptitude build") as runtime, runtime.transaction() as session:
         existing = current_test(session) if if_missing else None
@@ -125,8 +126,8 @@ def _aptitude_document() -> dict[str, object]:
     from fastapi.encoders import jsonable_encoder
 
     from service.api.aptitude import aptitude_document
-    from service.aptitude import current_test
-    from service.catalog import NotFoundError
+    from service.errors import NotFoundError
+    from service.store.readers import current_test
 
     with _opened("aptitude") as runtime, runtime.sessions() as session:
         test = current_test(session)
@@ -166,7 +167,8 @@ def reranker_train(
 ) -> None:
     """Train a Model-SAT checkpoint on the current aptitude test and all evaluation records."""
     from profiling.model_sat import ModelSatConfig
-    from service.reranker_registry import activate, active_checkpoint, train_checkpoint
+    from service.registry.checkpoints import activate, train_checkpoint
+    from service.store.readers import active_checkpoint
 
     with _opened("reranker train") as runtime, runtime.transaction() as session:
         current = active_checkpoint(session) if if_missing else None
@@ -190,7 +192,7 @@ def reranker_train(
 @reranker_app.command("evaluate")
 def reranker_evaluate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
     """Calibration error and top-1 accuracy of a checkpoint on the held-out validation queries."""
-    from service.reranker_registry import evaluate_checkpoint
+    from service.registry.checkpoints import evaluate_checkpoint
 
     with _opened("reranker evaluate") as runtime, runtime.sessions() as session:
         result = evaluate_checkpoint(session, runtime.store, runtime.settings, version)
@@ -200,7 +202,7 @@ def reranker_evaluate(version: Annotated[int, typer.Argument(help="checkpoint ve
 @reranker_app.command("list")
 def reranker_list() -> None:
     """All checkpoints, the active one marked."""
-    from service.reranker_registry import list_checkpoints
+    from service.store.readers import list_checkpoints
 
     with _opened("reranker list") as runtime, runtime.sessions() as session:
         for c in list_checkpoints(session):
@@ -214,7 +216,7 @@ def reranker_list() -> None:
 @reranker_app.command("activate")
 def reranker_activate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
     """Make VERSION the live re-ranker (a running service picks it up within CAPPROF_RERANKER_POLL_S)."""
-    from service.reranker_registry import activate
+    from service.registry.checkpoints import activate
 
     with _opened("reranker activate") as runtime, runtime.transaction() as session:
         activate(session, version)
@@ -230,8 +232,8 @@ def route(
     """Route one query in-process and print the decision as JSON."""
     import numpy as np
 
-    from service.routing_engine import RouteOptions
-    from service.schemas import decision_response
+    from service.api.schemas import decision_response
+    from service.routing.engine import RouteOptions
 
     with _opened("route") as runtime:
         runtime.reload_router()
@@ -259,8 +261,8 @@ def evaluate(
     """Measure every router against random, best single, oracle and kNN on held-out queries."""
     from profiling.embedder import SentenceEmbedder
     from profiling.embedding_cache import CachedEmbedder
-    from service.evaluate import EvaluationError
-    from service.evaluate import evaluate as run_evaluation
+    from service.jobs.evaluate import EvaluationError
+    from service.jobs.evaluate import evaluate as run_evaluation
 
     settings = Settings()
     embedder = CachedEmbedder(
@@ -300,7 +302,7 @@ def bench(
     device: Annotated[str, typer.Option(help="embedding device: auto, cpu, cuda")] = "auto",
 ) -> None:
     """Measure embedding, routing, HTTP and scoring speed and peak memory."""
-    from service.bench import run_bench
+    from service.jobs.bench import run_bench
 
     results = run_bench(data, quick, device, log=lambda line: typer.echo(line, err=True))
     text = json.dumps(results, indent=2)

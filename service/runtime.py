@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiling.embedder import SentenceEmbedder
 from profiling.embedding_cache import CachedEmbedder
-from service.db import make_engine, make_session_factory
-from service.routing_engine import RoutingEngine
+from service.routing.engine import RoutingEngine
 from service.settings import Settings
-from service.vector_store import VectorStore
+from service.store.db import make_engine, make_session_factory
+from service.store.vector_store import VectorStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiling.embedder import SentenceEmbedder
 from profiling.embedding_cache import CachedEmbedder
 from service.app import create_app
-from service.db import make_engine
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
-from service.vector_store import VectorStore
+from service.store.db import make_engine
+from service.store.vector_store import VectorStore
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAPPROF_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -98,7 +98,7 @@ def test_evaluate_is_deterministic_and_reuses_cached_embeddings(tmp_path) -> Non
     import json
 
     from profiling.embedding_cache import CachedEmbedder
-    from service.evaluate import evaluate
+    from service.jobs.evaluate import evaluate
     from service.settings import Settings
     from tests.conftest import shared_family, small_family
 
@@ -125,7 +125,7 @@ def test_evaluate_is_deterministic_and_reuses_cached_embeddings(tmp_path) -> Non
 
 def test_test_ids_choose_the_test_set_and_incomplete_queries_are_dropped(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from profiling.dataset import read_family
-    from service.evaluate import EvaluationError, split_family
+    from service.jobs.evaluate import EvaluationError, split_family
     from tests.conftest import csv_rows, shared_family, small_family
 
     folder = small_family(tmp_path, shared_family("zeroeval"), 40)

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiling.dataset import DatasetError
 from profiling.embedding_cache import CachedEmbedder
-from service.importer import import_data
-from service.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel, ProfileScore
+from service.registry.importer import import_data
 from service.settings import Settings
-from service.vector_store import EVAL_QUERIES, VectorStore
+from service.store.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel, ProfileScore
+from service.store.vector_store import EVAL_QUERIES, VectorStore
 from tests.conftest import csv_rows, shared_family, small_family
 
 

@@ -2,9 +2,9 @@
 
 from sqlalchemy import inspect
 
-from service.db import make_engine
-from service.orm import Base
 from service.runtime import downgrade_database, upgrade_database
+from service.store.db import make_engine
+from service.store.orm import Base
 from tests.conftest import ThrowawayDatabases
 
 

@@ -9,7 +9,7 @@ from profiling.aptitude import build_aptitude_test
 from profiling.dataset import read_family
 from profiling.embedding_cache import CachedEmbedder
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, train_model_sat
-from service.evaluate import evaluate, split_family, training_family
+from service.jobs.evaluate import evaluate, split_family, training_family
 from service.settings import Settings
 from tests.conftest import shared_family
 

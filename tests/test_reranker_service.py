@@ -8,11 +8,11 @@ from fastapi.testclient import TestClient
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.model_sat import ModelSatConfig
-from service.aptitude import build_test
-from service.importer import import_data
-from service.reranker_registry import activate, train_checkpoint
+from service.registry.aptitude import build_test
+from service.registry.checkpoints import activate, train_checkpoint
+from service.registry.importer import import_data
 from service.runtime import Runtime, upgrade_database
-from service.vector_store import VectorStore
+from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_family, small_family
 
 FAST = ModelSatConfig(epochs=2, hidden=32, model_dim=16)

@@ -13,9 +13,9 @@ from sqlalchemy import Engine, select
 
 from profiling.embedding_cache import CachedEmbedder
 from service.app import create_app
-from service.importer import import_data
-from service.orm import RoutingDecision
+from service.registry.importer import import_data
 from service.runtime import Runtime
+from service.store.orm import RoutingDecision
 from tests.conftest import csv_rows, make_settings, memory_store, savepoint_sessions, shared_family
 
 CODE_QUERIES = [

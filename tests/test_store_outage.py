@@ -9,11 +9,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiling.embedding_cache import CachedEmbedder
 from service.app import create_app
-from service.db import make_engine, make_session_factory
-from service.decision_log import DecisionLog
-from service.orm import RoutingDecision
+from service.routing.decision_log import DecisionLog
 from service.runtime import Runtime
-from service.vector_store import VectorStore
+from service.store.db import make_engine, make_session_factory
+from service.store.orm import RoutingDecision
+from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, make_settings
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=1"

@@ -7,7 +7,7 @@ from qdrant_client import QdrantClient
 
 from profiling.embedding_cache import CachedEmbedder
 from service.settings import Settings
-from service.vector_store import EVAL_QUERIES, VectorStore
+from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 STORED = [
     "What is the boiling point of water at sea level in Celsius?",
@@ -60,8 +60,8 @@ def test_embedded_on_disk_store_persists(embedder: CachedEmbedder, tmp_path: Pat
 
 
 def test_qdrant_search_backend_routes_like_the_snapshot(runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from service.importer import import_data
-    from service.routing_engine import RouteOptions, RoutingEngine
+    from service.registry.importer import import_data
+    from service.routing.engine import RouteOptions, RoutingEngine
     from tests.conftest import shared_family, small_family
 
     with runtime.transaction() as session:

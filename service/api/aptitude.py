@@ -9,10 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.deps import AdminDep, RuntimeDep, SessionDep
-from service.aptitude import Answer, aptitude_matrix, current_test, record_answers
-from service.catalog import NotFoundError
-from service.orm import AptitudeTest, EvalQuery, LlmModel
-from service.schemas import (
+from service.api.schemas import (
     AptitudeAnswersIn,
     AptitudeItemOut,
     AptitudeResultOut,
@@ -20,6 +17,10 @@ from service.schemas import (
     AptitudeTaskScore,
     AptitudeTestOut,
 )
+from service.errors import NotFoundError
+from service.registry.aptitude import Answer, record_answers
+from service.store.orm import AptitudeTest, EvalQuery, LlmModel
+from service.store.readers import aptitude_matrix, current_test
 
 router = APIRouter(tags=["aptitude"])
 

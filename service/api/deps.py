@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
-from service.decision_log import DecisionLog
 from service.metrics import Metrics
-from service.microbatch import MicroBatcher
+from service.routing.decision_log import DecisionLog
+from service.routing.microbatch import MicroBatcher
 from service.runtime import Runtime
 
 

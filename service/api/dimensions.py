@@ -6,9 +6,10 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import func, select
 
 from service.api.deps import AdminDep, RuntimeDep, SessionDep
-from service.catalog import ConflictError, add_dimension
-from service.orm import Dimension, Exemplar
-from service.schemas import DimensionCreate, DimensionOut
+from service.api.schemas import DimensionCreate, DimensionOut
+from service.errors import ConflictError
+from service.registry.catalog import add_dimension
+from service.store.orm import Dimension, Exemplar
 
 router = APIRouter(prefix="/v1/dimensions", tags=["dimensions"])
 

@@ -7,10 +7,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.api.deps import AdminDep, RuntimeDep, SessionDep
-from service.catalog import EvaluationInput, NotFoundError, add_evaluations
-from service.orm import EvalRecord, LlmModel
+from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
+from service.errors import NotFoundError
+from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
-from service.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
+from service.store.orm import EvalRecord, LlmModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from service.api.deps import AdminDep, RuntimeDep, SessionDep
-from service.catalog import NotFoundError
-from service.reranker_registry import activate, list_checkpoints
-from service.schemas import ActivateIn, RerankerCheckpointOut
+from service.api.schemas import ActivateIn, RerankerCheckpointOut
+from service.errors import NotFoundError
+from service.registry.checkpoints import activate
+from service.store.readers import list_checkpoints
 
 router = APIRouter(prefix="/v1/reranker", tags=["reranker"])
 

@@ -16,11 +16,11 @@ from profiling.decision import Decision
 from profiling.embedder import Vectors
 from profiling.scoring import Constraints
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep
-from service.decision_log import DecisionLog
+from service.api.schemas import BatchRouteRequest, BatchRouteResponse, RouteRequest, RouteResponse, decision_response
 from service.metrics import Metrics
-from service.routing_engine import NoModelsError, RouteOptions
+from service.routing.decision_log import DecisionLog
+from service.routing.engine import NoModelsError, RouteOptions
 from service.runtime import Runtime
-from service.schemas import BatchRouteRequest, BatchRouteResponse, RouteRequest, RouteResponse, decision_response
 
 router = APIRouter(prefix="/v1", tags=["routing"])
 CallerHeader = Annotated[str | None, Header(alias="X-Caller", max_length=200)]

@@ -1,27 +1,30 @@
-"""The routing state: everything stage 1 needs, read from Postgres and Qdrant into arrays."""
+"""Plain read helpers over both stores, shared by the write path (registry) and the read path (routing)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from profiling.knn import OutcomeTable
-from profiling.model_profile import ProfileSums, model_means, record_values, shrunk_profile
 from profiling.query_profile import KINDS, DimensionCatalog, ExemplarSet, QueryProfiler
-from profiling.scoring import ModelCatalog
 from profiling.vector_index import VectorIndex
-from service.orm import Dimension, EvalRecord, LlmModel, ProfileScore
+from service.errors import NotFoundError
 from service.settings import Settings
-from service.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
-
-if TYPE_CHECKING:
-    from service.reranker_registry import Stage2
+from service.store.orm import (
+    AptitudeResult,
+    AptitudeTask,
+    AptitudeTest,
+    Dimension,
+    EvalRecord,
+    LlmModel,
+    RerankerCheckpoint,
+)
+from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 
 class NearestIndex(Protocol):
@@ -47,7 +50,7 @@ class QdrantIndex:
         return rows.reshape(len(hits), -1), sims.reshape(len(hits), -1)
 
 
-def _searchable(
+def searchable(
     settings: Settings, store: VectorStore, collection: str, index: VectorIndex, where: dict[str, str] | None = None
 ) -> NearestIndex:
     if settings.search_backend == "qdrant":
@@ -66,8 +69,8 @@ def load_profiler(session: Session, store: VectorStore, settings: Settings) -> Q
         keep = np.array([kind_of.get(payloads[int(i)].get("dimension_id")) == kind for i in index.ids], dtype=bool)
         part = VectorIndex(index.ids[keep], index.vectors[keep])
         columns = np.array([catalog.column(payloads[int(i)]["dimension_id"]) for i in part.ids], dtype=np.int64)
-        searchable = _searchable(settings, store, EXEMPLARS, part, {"kind": kind})
-        exemplars[kind] = ExemplarSet(searchable, columns)  # type: ignore[arg-type]
+        searcher = searchable(settings, store, EXEMPLARS, part, {"kind": kind})
+        exemplars[kind] = ExemplarSet(searcher, columns)  # type: ignore[arg-type]
     return QueryProfiler(catalog, exemplars, settings.exemplar_top_k, settings.rank_decay, settings.max_dimensions)
 
 
@@ -113,61 +116,57 @@ def outcome_matrix(
 
 
 @dataclass(frozen=True)
-class RouterState:
-    """An immutable snapshot; writers build a new one and swap it in, readers never lock."""
+class EvaluationMatrix:
+    """Evaluation queries that have vectors, and every active model's outcomes on them (NaN = none)."""
 
-    profiler: QueryProfiler
-    models: ModelCatalog
-    model_ids: npt.NDArray[np.int64]
-    profile: npt.NDArray[np.float64]
-    means: npt.NDArray[np.float64]
-    queries: NearestIndex
-    outcomes: OutcomeTable
-    evaluated_queries: int
-    stage2: Stage2 | None = None
+    query_ids: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
+    model_ids: list[int]
+    outcomes: npt.NDArray[np.float64]
 
 
-def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
-    profiler = load_profiler(session, store, settings)
-    catalog = profiler.catalog
-    models = session.scalars(select(LlmModel).where(LlmModel.status == "active").order_by(LlmModel.id)).all()
-    model_ids = np.array([m.id for m in models], np.int64)
-    model_col = {m.id: i for i, m in enumerate(models)}
-
-    records = load_records(session)
-    in_pool = np.isin(records.model_id, model_ids)
-    cols = np.array([model_col[m] for m in records.model_id[in_pool]], np.int64)
-    values = record_values(records.score[in_pool], records.cost[in_pool], settings.cost_penalty)
-    means = model_means(cols, values, len(models))
-
-    sums = ProfileSums.zeros(len(models), len(catalog))
-    for row in session.execute(select(ProfileScore)).scalars():
-        if row.model_id in model_col:
-            m, d = model_col[row.model_id], catalog.column(row.dimension_id)
-            sums.weighted_sum[m, d], sums.support[m, d], sums.count[m, d] = row.weighted_sum, row.support, row.n
-    profile = shrunk_profile(sums, means, settings.shrinkage)
-
+def evaluation_matrix(
+    session: Session, store: VectorStore, sources: Sequence[str] = ("import", "api")
+) -> EvaluationMatrix:
     index, _ = store.snapshot(EVAL_QUERIES)
-    outcomes = outcome_matrix(records, index.ids, model_ids).astype(np.float32)
+    model_ids = list(session.scalars(select(LlmModel.id).where(LlmModel.status == "active").order_by(LlmModel.id)))
+    outcomes = outcome_matrix(load_records(session, sources), index.ids, np.asarray(model_ids, np.int64))
+    return EvaluationMatrix(index.ids, index.vectors, model_ids, outcomes)
 
-    def column(values: list[float | None]) -> npt.NDArray[np.float64]:
-        return np.array([np.nan if v is None else v for v in values], np.float64)
 
-    catalog_models = ModelCatalog(
-        names=tuple(m.name for m in models),
-        providers=tuple(m.provider for m in models),
-        input_usd_per_mtok=column([m.input_usd_per_mtok for m in models]),
-        output_usd_per_mtok=column([m.output_usd_per_mtok for m in models]),
-        typical_output_tokens=column([m.typical_output_tokens for m in models]),
-        mean_cost_usd=column([m.mean_cost_usd for m in models]),
+def current_test(session: Session) -> AptitudeTest | None:
+    return session.scalar(
+        select(AptitudeTest)
+        .options(selectinload(AptitudeTest.tasks).selectinload(AptitudeTask.items))
+        .order_by(AptitudeTest.version.desc())
+        .limit(1)
     )
-    return RouterState(
-        profiler=profiler,
-        models=catalog_models,
-        model_ids=model_ids,
-        profile=profile,
-        means=means,
-        queries=_searchable(settings, store, EVAL_QUERIES, index),
-        outcomes=OutcomeTable.from_outcomes(outcomes),
-        evaluated_queries=len(index),
-    )
+
+
+def aptitude_matrix(session: Session, test: AptitudeTest, model_ids: Sequence[int]) -> npt.NDArray[np.float64]:
+    """(models x tasks) accuracy, NaN where a model has no result for a task."""
+    column = {task.id: c for c, task in enumerate(test.tasks)}
+    row = {m: r for r, m in enumerate(model_ids)}
+    matrix = np.full((len(model_ids), len(test.tasks)), np.nan)
+    for result in session.scalars(
+        select(AptitudeResult).where(
+            AptitudeResult.task_id.in_(list(column)), AptitudeResult.model_id.in_(list(model_ids))
+        )
+    ):
+        matrix[row[result.model_id], column[result.task_id]] = result.accuracy
+    return matrix
+
+
+def get_checkpoint(session: Session, version: int) -> RerankerCheckpoint:
+    checkpoint = session.scalar(select(RerankerCheckpoint).where(RerankerCheckpoint.version == version))
+    if checkpoint is None:
+        raise NotFoundError(f"version: no re-ranker checkpoint v{version}")
+    return checkpoint
+
+
+def active_checkpoint(session: Session) -> RerankerCheckpoint | None:
+    return session.scalar(select(RerankerCheckpoint).where(RerankerCheckpoint.active.is_(True)))
+
+
+def list_checkpoints(session: Session) -> list[RerankerCheckpoint]:
+    return list(session.scalars(select(RerankerCheckpoint).order_by(RerankerCheckpoint.version)))

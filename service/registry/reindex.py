@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
-from service.orm import Dimension, EvalQuery, Exemplar
-from service.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
+from service.store.orm import Dimension, EvalQuery, Exemplar
+from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 
 def _rebuild(

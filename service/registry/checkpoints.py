@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import is_test
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
-from service.aptitude import EvaluationMatrix, current_test, evaluation_matrix
-from service.catalog import NotFoundError
-from service.orm import AptitudeTest, EvalQuery, RerankerCheckpoint
+from service.errors import NotFoundError
 from service.settings import Settings
-from service.vector_store import VectorStore
+from service.store.orm import AptitudeTest, EvalQuery, RerankerCheckpoint
+from service.store.readers import EvaluationMatrix, current_test, evaluation_matrix, get_checkpoint
+from service.store.vector_store import VectorStore
 
 VALIDATION_SEED = 1
 VALIDATION_SHARE = 0.1
@@ -102,13 +102,6 @@ def train_checkpoint(
     return checkpoint
 
 
-def get_checkpoint(session: Session, version: int) -> RerankerCheckpoint:
-    checkpoint = session.scalar(select(RerankerCheckpoint).where(RerankerCheckpoint.version == version))
-    if checkpoint is None:
-        raise NotFoundError(f"version: no re-ranker checkpoint v{version}")
-    return checkpoint
-
-
 def activate(session: Session, version: int) -> RerankerCheckpoint:
     checkpoint = get_checkpoint(session, version)
     if not Path(checkpoint.path).exists():
@@ -116,14 +109,6 @@ def activate(session: Session, version: int) -> RerankerCheckpoint:
     session.execute(update(RerankerCheckpoint).values(active=RerankerCheckpoint.version == version))
     session.refresh(checkpoint)
     return checkpoint
-
-
-def active_checkpoint(session: Session) -> RerankerCheckpoint | None:
-    return session.scalar(select(RerankerCheckpoint).where(RerankerCheckpoint.active.is_(True)))
-
-
-def list_checkpoints(session: Session) -> list[RerankerCheckpoint]:
-    return list(session.scalars(select(RerankerCheckpoint).order_by(RerankerCheckpoint.version)))
 
 
 def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings, version: int) -> dict[str, Any]:
@@ -146,34 +131,3 @@ def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings
         "best_single_accuracy": float(np.nanmax(np.nanmean(outcomes, axis=0))),
         "data_changed_since_training": data.fingerprint != checkpoint.data_fingerprint,
     }
-
-
-@dataclass(frozen=True)
-class Stage2:
-    """The active scorer with the model embeddings of the routable models, in routing column order."""
-
-    version: int
-    scorer: ModelSat
-    model_embeddings: Any  # torch.Tensor, models x dim
-    has_aptitude: npt.NDArray[np.bool_]
-
-
-def load_stage2(
-    session: Session, settings: Settings, model_ids: npt.NDArray[np.int64], cache: dict[int, ModelSat]
-) -> Stage2 | None:
-    """The active checkpoint ready to score; None (stage 1 only) when none is active or its file is gone."""
-    from service.aptitude import aptitude_matrix
-
-    checkpoint = active_checkpoint(session)
-    if checkpoint is None or not Path(checkpoint.path).exists():
-        return None
-    if checkpoint.version not in cache:
-        cache.clear()
-        cache[checkpoint.version] = ModelSat.load(Path(checkpoint.path), settings.device)
-    scorer = cache[checkpoint.version]
-    test = session.get(AptitudeTest, checkpoint.aptitude_test_id)
-    assert test is not None
-    matrix = aptitude_matrix(session, test, [int(m) for m in model_ids])
-    has_aptitude = (~np.isnan(matrix)).sum(axis=1) * 2 >= max(matrix.shape[1], 1)
-    vectors = aptitude_vectors(matrix[:, :, None])
-    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude)

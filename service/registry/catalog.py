@@ -18,22 +18,15 @@ from sqlalchemy.orm import Session
 from profiling.embedder import text_hash
 from profiling.embedding_cache import CachedEmbedder
 from profiling.model_profile import record_values
-from service.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel
-from service.profiles import RecordChange, apply_record_changes, refresh_model_stats, store_query_profiles
+from service.errors import ConflictError, NotFoundError
+from service.registry.profiles import RecordChange, apply_record_changes, refresh_model_stats, store_query_profiles
 from service.settings import Settings
-from service.state import load_profiler
-from service.upsert import upsert
-from service.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
+from service.store.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel
+from service.store.readers import load_profiler
+from service.store.upsert import upsert
+from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 SEED_FILE = "capabilities.v1.json"
-
-
-class ConflictError(ValueError):
-    """The request clashes with what is stored (a duplicate name, say)."""
-
-
-class NotFoundError(LookupError):
-    pass
 
 
 def load_capability_seed() -> dict[str, Any]:

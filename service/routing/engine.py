@@ -17,10 +17,10 @@ from profiling.model_profile import COST_UNIT, profile_estimate
 from profiling.model_sat import ModelSat
 from profiling.query_profile import KINDS
 from profiling.scoring import Constraints, allowed, blend, estimate_costs, input_tokens, rank, stage2_top_k, utility
-from service.reranker_registry import load_stage2
+from service.routing.stage2 import load_stage2
+from service.routing.state import RouterState, load_state
 from service.settings import Settings
-from service.state import RouterState, load_state
-from service.vector_store import VectorStore
+from service.store.vector_store import VectorStore
 
 
 class NoModelsError(RuntimeError):

@@ -26,13 +26,13 @@ import numpy as np
 
 from profiling.knn import OutcomeTable
 from profiling.model_sat import ModelSatConfig
-from service.aptitude import build_test
-from service.catalog import load_capability_seed
-from service.reranker_registry import activate, train_checkpoint
-from service.routing_engine import RouteOptions, RoutingEngine
+from service.registry.aptitude import build_test
+from service.registry.catalog import load_capability_seed
+from service.registry.checkpoints import activate, train_checkpoint
+from service.routing.engine import RouteOptions, RoutingEngine
+from service.routing.state import RouterState
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
-from service.state import RouterState
 
 SHORT_QUERIES = [e for c in load_capability_seed()["capabilities"] for e in c["exemplars"]]
 
@@ -133,7 +133,7 @@ def _wait_ready(url: str, timeout_s: float = 120) -> None:
 
 
 def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) -> dict[str, Any]:
-    from service.importer import import_data
+    from service.registry.importer import import_data
 
     n_single = 60 if quick else 300
     n_batches = 4 if quick else 16

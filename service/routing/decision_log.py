@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service.orm import RoutingDecision
-from service.upsert import upsert
+from service.store.orm import RoutingDecision
+from service.store.upsert import upsert
 
 logger = logging.getLogger(__name__)
 

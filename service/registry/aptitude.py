@@ -7,46 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from profiling.aptitude import build_aptitude_test
 from profiling.embedding_cache import CachedEmbedder
-from service.catalog import EvaluationInput, NotFoundError, add_evaluations
-from service.orm import AptitudeItem, AptitudeResult, AptitudeTask, AptitudeTest, EvalQuery, EvalRecord, LlmModel
+from service.errors import NotFoundError
+from service.registry.catalog import EvaluationInput, add_evaluations
 from service.settings import Settings
-from service.state import load_records, outcome_matrix
-from service.upsert import upsert
-from service.vector_store import EVAL_QUERIES, VectorStore
-
-
-@dataclass(frozen=True)
-class EvaluationMatrix:
-    """Evaluation queries that have vectors, and every active model's outcomes on them (NaN = none)."""
-
-    query_ids: npt.NDArray[np.int64]
-    vectors: npt.NDArray[np.float32]
-    model_ids: list[int]
-    outcomes: npt.NDArray[np.float64]
-
-
-def evaluation_matrix(
-    session: Session, store: VectorStore, sources: Sequence[str] = ("import", "api")
-) -> EvaluationMatrix:
-    index, _ = store.snapshot(EVAL_QUERIES)
-    model_ids = list(session.scalars(select(LlmModel.id).where(LlmModel.status == "active").order_by(LlmModel.id)))
-    outcomes = outcome_matrix(load_records(session, sources), index.ids, np.asarray(model_ids, np.int64))
-    return EvaluationMatrix(index.ids, index.vectors, model_ids, outcomes)
-
-
-def current_test(session: Session) -> AptitudeTest | None:
-    return session.scalar(
-        select(AptitudeTest)
-        .options(selectinload(AptitudeTest.tasks).selectinload(AptitudeTask.items))
-        .order_by(AptitudeTest.version.desc())
-        .limit(1)
-    )
+from service.store.orm import AptitudeItem, AptitudeResult, AptitudeTask, AptitudeTest, EvalQuery, EvalRecord, LlmModel
+from service.store.readers import evaluation_matrix
+from service.store.upsert import upsert
+from service.store.vector_store import VectorStore
 
 
 def build_test(session: Session, store: VectorStore) -> AptitudeTest:
@@ -98,20 +70,6 @@ def refresh_results(session: Session, test: AptitudeTest, model_ids: Sequence[in
         keys=("model_id", "task_id"),
         update=("accuracy", "items"),
     )
-
-
-def aptitude_matrix(session: Session, test: AptitudeTest, model_ids: Sequence[int]) -> npt.NDArray[np.float64]:
-    """(models x tasks) accuracy, NaN where a model has no result for a task."""
-    column = {task.id: c for c, task in enumerate(test.tasks)}
-    row = {m: r for r, m in enumerate(model_ids)}
-    matrix = np.full((len(model_ids), len(test.tasks)), np.nan)
-    for result in session.scalars(
-        select(AptitudeResult).where(
-            AptitudeResult.task_id.in_(list(column)), AptitudeResult.model_id.in_(list(model_ids))
-        )
-    ):
-        matrix[row[result.model_id], column[result.task_id]] = result.accuracy
-    return matrix
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from profiling.model_profile import accumulate, record_values
 from profiling.query_profile import QueryProfiler
-from service.orm import EvalQueryDimension, EvalRecord, LlmModel, ProfileScore
 from service.settings import Settings
-from service.state import load_profiler, load_records
-from service.upsert import upsert
-from service.vector_store import EVAL_QUERIES, VectorStore
+from service.store.orm import EvalQueryDimension, EvalRecord, LlmModel, ProfileScore
+from service.store.readers import load_profiler, load_records
+from service.store.upsert import upsert
+from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 
 @dataclass(frozen=True)

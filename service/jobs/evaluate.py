@@ -35,8 +35,8 @@ from profiling.evaluation import (
 )
 from profiling.evaluation import choose as choose_models
 from profiling.model_sat import ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
-from service.importer import import_families
-from service.routing_engine import Estimates
+from service.registry.importer import import_families
+from service.routing.engine import Estimates
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
 

@@ -15,12 +15,12 @@ from tqdm import tqdm
 from profiling.dataset import Family, find_families, read_family
 from profiling.embedder import Vectors, text_hash
 from profiling.embedding_cache import CachedEmbedder
-from service.catalog import ensure_capabilities, write_exemplars
-from service.orm import Dimension, EvalQuery, EvalRecord, LlmModel
-from service.profiles import rebuild_profiles
+from service.registry.catalog import ensure_capabilities, write_exemplars
+from service.registry.profiles import rebuild_profiles
 from service.settings import Settings
-from service.upsert import upsert
-from service.vector_store import EVAL_QUERIES, VectorStore
+from service.store.orm import Dimension, EvalQuery, EvalRecord, LlmModel
+from service.store.upsert import upsert
+from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 
 @dataclass

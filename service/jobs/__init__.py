@@ -1,0 +1,1 @@
+"""Offline commands: the evaluation harness and the benchmark."""

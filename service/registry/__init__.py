@@ -1,0 +1,1 @@
+"""The write path: everything that changes models, dimensions, evaluations, aptitude tests and checkpoints."""

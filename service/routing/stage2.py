@@ -1,0 +1,45 @@
+"""Stage 2: the active Model-SAT checkpoint loaded into a scorer for the routable models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session
+
+from profiling.model_sat import ModelSat, aptitude_vectors
+from service.settings import Settings
+from service.store.orm import AptitudeTest
+from service.store.readers import active_checkpoint, aptitude_matrix
+
+
+@dataclass(frozen=True)
+class Stage2:
+    """The active scorer with the model embeddings of the routable models, in routing column order."""
+
+    version: int
+    scorer: ModelSat
+    model_embeddings: Any  # torch.Tensor, models x dim
+    has_aptitude: npt.NDArray[np.bool_]
+
+
+def load_stage2(
+    session: Session, settings: Settings, model_ids: npt.NDArray[np.int64], cache: dict[int, ModelSat]
+) -> Stage2 | None:
+    """The active checkpoint ready to score; None (stage 1 only) when none is active or its file is gone."""
+    checkpoint = active_checkpoint(session)
+    if checkpoint is None or not Path(checkpoint.path).exists():
+        return None
+    if checkpoint.version not in cache:
+        cache.clear()
+        cache[checkpoint.version] = ModelSat.load(Path(checkpoint.path), settings.device)
+    scorer = cache[checkpoint.version]
+    test = session.get(AptitudeTest, checkpoint.aptitude_test_id)
+    assert test is not None
+    matrix = aptitude_matrix(session, test, [int(m) for m in model_ids])
+    has_aptitude = (~np.isnan(matrix)).sum(axis=1) * 2 >= max(matrix.shape[1], 1)
+    vectors = aptitude_vectors(matrix[:, :, None])
+    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude)
