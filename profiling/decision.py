@@ -27,3 +27,4 @@ class Decision:
     cost_weight: float
     contributions: dict[str, Contribution] | None = None
     reranker_version: int | None = None
+    preset: str | None = None  # the operating point that gave cost_weight, when one did

@@ -56,11 +56,21 @@ def accumulate(
     return sums
 
 
-def model_means(model_index: npt.NDArray[np.int64], values: Matrix, n_models: int) -> Matrix:
-    """Each model's mean value over all its records (NaN for a model without records)."""
+def model_means(
+    model_index: npt.NDArray[np.int64], values: Matrix, n_models: int, prior_strength: float = 0.0
+) -> Matrix:
+    """Each model's mean value over its records, shrunk toward the population by `prior_strength` pseudo-records.
+
+    The population mean is the mean of the models' own means, so a model with one lucky record is not taken
+    at its word. NaN for a model without records only when there is no population either, or no prior.
+    """
     totals = np.bincount(model_index, weights=values, minlength=n_models)
-    counts = np.bincount(model_index, minlength=n_models)
-    return np.divide(totals, counts, out=np.full(n_models, np.nan), where=counts > 0)
+    counts = np.bincount(model_index, minlength=n_models).astype(np.float64)
+    raw = np.divide(totals, counts, out=np.full(n_models, np.nan), where=counts > 0)
+    if prior_strength <= 0 or not np.isfinite(raw).any():
+        return raw
+    population = float(np.nanmean(raw))
+    return (totals + prior_strength * population) / (counts + prior_strength)
 
 
 def shrunk_profile(sums: ProfileSums, means: Matrix, shrinkage: float) -> Matrix:

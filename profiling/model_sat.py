@@ -92,6 +92,19 @@ def aptitude_vectors(item_outcomes: npt.NDArray[np.float64]) -> FloatArray:
     return np.where(np.isnan(per_task), overall, per_task).astype(np.float32)
 
 
+def novelty_trust(aptitude: FloatArray, reference: FloatArray, scale: float) -> npt.NDArray[np.float64]:
+    """exp(-(d / scale)^2) per row of `aptitude`, d = RMS distance (over tasks) to the nearest `reference` row.
+
+    A model unlike every training model (stronger than all of them, say) is where the scorer extrapolates, so its
+    scores weigh less there; a training model (d = 0) keeps full weight.
+    """
+    a, r = np.asarray(aptitude, np.float64), np.asarray(reference, np.float64)
+    if not len(r):
+        return np.zeros(len(a))
+    distance = np.sqrt(((a[:, None, :] - r[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    return np.exp(-((distance / scale) ** 2))
+
+
 def expected_calibration_error(p: npt.NDArray[np.float64], y: npt.NDArray[np.float64], bins: int = 15) -> float:
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
@@ -113,12 +126,22 @@ class ModelSat:
         calibration: tuple[float, float],
         config: ModelSatConfig,
         device: str = "cpu",
+        reference_aptitude: FloatArray | None = None,
     ) -> None:
         self.device = device
         self.scorer = scorer.to(device).eval()
         self.task_embeddings = torch.as_tensor(task_embeddings, dtype=torch.float32, device=device)
         self.calibration = calibration
         self.config = config
+        # The aptitude vectors of the models it was trained on: how far a new model is from them says how much
+        # its predictions for that model can be trusted (None for checkpoints saved before this was kept).
+        self.reference_aptitude = reference_aptitude
+
+    def trust(self, aptitude: FloatArray, scale: float) -> npt.NDArray[np.float64]:
+        """Per model, exp(-(d / scale)^2) with d the RMS distance to the nearest training model's aptitude vector."""
+        if self.reference_aptitude is None or scale <= 0:
+            return np.ones(len(aptitude))
+        return novelty_trust(aptitude, self.reference_aptitude, scale)
 
     @torch.inference_mode()
     def embed_models(self, aptitude: FloatArray) -> torch.Tensor:
@@ -142,6 +165,9 @@ class ModelSat:
                 "state_dict": self.scorer.state_dict(),
                 "task_embeddings": self.task_embeddings.cpu(),
                 "calibration": self.calibration,
+                "reference_aptitude": None
+                if self.reference_aptitude is None
+                else torch.as_tensor(self.reference_aptitude),
                 "metadata": metadata or {},
             },
             path,
@@ -154,7 +180,15 @@ class ModelSat:
         tasks = blob["task_embeddings"]
         scorer = ModelSatScorer(int(tasks.shape[1]), config)
         scorer.load_state_dict(blob["state_dict"])
-        return cls(scorer, tasks.numpy(), tuple(blob["calibration"]), config, resolve_device(device))
+        reference = blob.get("reference_aptitude")
+        return cls(
+            scorer,
+            tasks.numpy(),
+            tuple(blob["calibration"]),
+            config,
+            resolve_device(device),
+            None if reference is None else reference.numpy(),
+        )
 
 
 def _grouped_loss(
@@ -289,4 +323,5 @@ def train_model_sat(
         "train_queries": float(len(fit_idx)),
         "models": float(outcomes.shape[1]),
     }
-    return ModelSat(scorer, task_embeddings, calibration, config, device), metrics
+    sat = ModelSat(scorer, task_embeddings, calibration, config, device, aptitude_vectors(items))
+    return sat, metrics

@@ -57,6 +57,7 @@ class Alternative:
     utility: float
     p_correct: float
     cost_usd: float | None
+    cost_imputed: bool = False  # no prices and no observed cost: cost_usd is the median of the other models'
 
 
 def input_tokens(texts_chars: npt.NDArray[np.float64]) -> Matrix:
@@ -88,13 +89,18 @@ def allowed(catalog: ModelCatalog, constraints: Constraints, costs: Matrix) -> n
     return batch_mask
 
 
-def utility(p_correct: Matrix, costs: Matrix, cost_weight: float) -> Matrix:
-    """P(correct) - lambda * cost per 1,000 queries; an unknown cost counts as the row's median."""
+def impute_costs(costs: Matrix) -> Matrix:
+    """An unknown cost counts as the row's median of the known ones (0 when none is known)."""
     unknown = np.isnan(costs)
-    if unknown.any():
-        median = np.nanmedian(np.where(unknown.all(axis=1, keepdims=True), 0.0, costs), axis=1, keepdims=True)
-        costs = np.where(unknown, median, costs)
-    return p_correct - cost_weight * COST_UNIT * costs
+    if not unknown.any():
+        return costs
+    median = np.nanmedian(np.where(unknown.all(axis=1, keepdims=True), 0.0, costs), axis=1, keepdims=True)
+    return np.where(unknown, median, costs)
+
+
+def utility(p_correct: Matrix, costs: Matrix, cost_weight: float) -> Matrix:
+    """P(correct) - lambda * cost per 1,000 queries, with unknown costs imputed (impute_costs)."""
+    return p_correct - cost_weight * COST_UNIT * impute_costs(costs)
 
 
 def stage2_top_k(stage1_utility: Matrix, eligible: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
@@ -109,8 +115,10 @@ def stage2_top_k(stage1_utility: Matrix, eligible: npt.NDArray[np.bool_], k: int
     return top & eligible
 
 
-def blend(stage1: Matrix, stage2: Matrix, rerank: npt.NDArray[np.bool_], weight: float) -> Matrix:
-    """P(correct) after stage 2: a weighted mean of both estimates on re-ranked models, stage 1 elsewhere."""
+def blend(stage1: Matrix, stage2: Matrix, rerank: npt.NDArray[np.bool_], weight: float | Matrix) -> Matrix:
+    """P(correct) after stage 2: a weighted mean of both estimates on re-ranked models, stage 1 elsewhere.
+
+    `weight` is the scorer's share, one for all models or one per model (column)."""
     return np.where(rerank, (1.0 - weight) * stage1 + weight * stage2, stage1)
 
 
@@ -121,14 +129,14 @@ def rank(
     cost_weight: float,
     mask: npt.NDArray[np.bool_],
     top_n: int,
-    first: npt.NDArray[np.bool_] | None = None,
 ) -> list[list[Alternative]]:
-    """Best first per query (ties go to the cheaper model); models outside the mask never appear.
+    """Best final utility first per query (ties go to the cheaper model); models outside the mask never appear.
 
-    `first` marks models (the stage-2 re-ranked ones) that rank ahead of all others.
+    Re-ranked and stage-1-only models compete on the same scale: a model without aptitude results keeps its
+    stage-1 estimate and can still win.
     """
     scores = np.where(mask, utility(p_correct, costs, cost_weight), -np.inf)
-    ahead = (first & mask) if first is not None else np.zeros_like(mask)
+    imputed = impute_costs(costs)
     results: list[list[Alternative]] = []
     for row in range(len(scores)):
         allowed_count = int(mask[row].sum())
@@ -137,20 +145,21 @@ def rank(
             continue
         n = min(top_n, allowed_count)
         if n < scores.shape[1]:
-            # The n best by utility, everything tied with the n-th (for the cost tie-break) and the ones ranked ahead.
+            # The n best by utility and everything tied with the n-th (for the cost tie-break).
             kth = np.partition(scores[row], -n)[-n]
-            candidates = np.flatnonzero((scores[row] >= kth) | ahead[row])
+            candidates = np.flatnonzero(scores[row] >= kth)
         else:
             candidates = np.flatnonzero(mask[row])
         cand_cost = np.nan_to_num(costs[row, candidates], nan=np.inf)
-        order = candidates[np.lexsort((cand_cost, -scores[row, candidates], ~ahead[row, candidates]))][:n]
+        order = candidates[np.lexsort((cand_cost, -scores[row, candidates]))][:n]
         results.append(
             [
                 Alternative(
                     model=catalog.names[col],
                     utility=float(scores[row, col]),
                     p_correct=float(p_correct[row, col]),
-                    cost_usd=None if np.isnan(costs[row, col]) else float(costs[row, col]),
+                    cost_usd=float(imputed[row, col]),
+                    cost_imputed=bool(np.isnan(costs[row, col])),
                 )
                 for col in order
             ]

@@ -8,4 +8,5 @@ export CAPPROF_DATA_DIR=${CAPPROF_DATA_DIR:-.capprof}
 .venv/bin/capprof import data
 .venv/bin/capprof aptitude build --if-missing
 .venv/bin/capprof reranker train --activate --if-missing
+.venv/bin/capprof presets calibrate --if-missing
 exec .venv/bin/capprof serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

@@ -25,10 +25,12 @@ db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 profiles_app = typer.Typer(help="Model profiles.", no_args_is_help=True)
 aptitude_app = typer.Typer(help="The Model-SAT aptitude test.", no_args_is_help=True)
 reranker_app = typer.Typer(help="Model-SAT re-ranker checkpoints.", no_args_is_help=True)
+presets_app = typer.Typer(help="Operating points: the quality, balanced and economy presets.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(aptitude_app, name="aptitude")
 app.add_typer(reranker_app, name="reranker")
+app.add_typer(presets_app, name="presets")
 
 
 @contextmanager
@@ -223,25 +225,74 @@ def reranker_activate(version: Annotated[int, typer.Argument(help="checkpoint ve
     typer.echo(f"v{version} is active")
 
 
+@presets_app.command("calibrate")
+def presets_calibrate(
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when presets exist")] = False,
+) -> None:
+    """Pick the presets on the validation queries with the current models, profiles and active re-ranker."""
+    from service.jobs.calibrate import CalibrationError, calibrate_presets
+    from service.store.readers import load_operating_points
+
+    with _opened("presets calibrate") as runtime, runtime.transaction() as session:
+        if if_missing and load_operating_points(session):
+            typer.echo("presets are already calibrated")
+            return
+        runtime.router.reload(session, runtime.store)
+        try:
+            chosen = calibrate_presets(session, runtime.store, runtime.router)
+        except CalibrationError as exc:
+            typer.echo(f"presets calibrate: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    for name, point in chosen.items():
+        typer.echo(
+            f"{name:8s} lambda {point.cost_weight:<10g} validation accuracy {point.accuracy:.4f}  "
+            f"cost per query ${point.cost_per_query:.6f}"
+        )
+
+
+@presets_app.command("show")
+def presets_show() -> None:
+    """The stored presets with their validation figures."""
+    from sqlalchemy import select
+
+    from service.store.orm import OperatingPoint
+
+    with _opened("presets show") as runtime, runtime.sessions() as session:
+        points = list(session.scalars(select(OperatingPoint).order_by(OperatingPoint.validation_cost_per_query)))
+    if not points:
+        typer.echo("no presets yet: run `capprof presets calibrate`")
+    for p in points:
+        typer.echo(
+            f"{p.name:8s} lambda {p.cost_weight:<10g} validation accuracy {p.validation_accuracy:.4f}  "
+            f"cost per query ${p.validation_cost_per_query:.6f}  ({p.validation_queries} queries, "
+            f"{p.calibrated_at:%Y-%m-%d %H:%M})"
+        )
+
+
 @app.command()
 def route(
     query: Annotated[str, typer.Argument(help="the user query")],
-    cost_weight: Annotated[float, typer.Option("--lambda", help="cost/quality knob")] = 0.0,
+    cost_weight: Annotated[float | None, typer.Option("--lambda", help="cost/quality knob")] = None,
+    preset: Annotated[str | None, typer.Option(help="quality, balanced or economy (default: balanced)")] = None,
     top_n: Annotated[int, typer.Option(help="alternatives to show")] = 3,
 ) -> None:
     """Route one query in-process and print the decision as JSON."""
     import numpy as np
 
     from service.api.schemas import decision_response
-    from service.routing.engine import RouteOptions
+    from service.routing.engine import PresetError, RouteOptions, resolve_cost_weight
 
     with _opened("route") as runtime:
         runtime.reload_router()
+        try:
+            lam, used = resolve_cost_weight(cost_weight, preset, runtime.router.state.presets)
+        except PresetError as exc:
+            typer.echo(f"route: {exc}", err=True)
+            raise typer.Exit(2) from exc
         started = time.perf_counter()
         vectors = runtime.embedder.embed_uncached([query])
-        decision = runtime.router.decide(
-            vectors, np.array([len(query)], float), [RouteOptions(cost_weight=cost_weight, top_n=top_n, explain=True)]
-        )[0]
+        options = RouteOptions(cost_weight=lam, preset=used, top_n=top_n, explain=True)
+        decision = runtime.router.decide(vectors, np.array([len(query)], float), [options])[0]
         body = decision_response(decision, (time.perf_counter() - started) * 1000).model_dump(mode="json")
     json.dump(body, sys.stdout, indent=2)
     typer.echo()

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     rank_decay: float = Field(default=0.7, ge=0.0, le=1.0, description="a: weight of the j-th ranked dimension")
     cost_penalty: float = Field(default=0.0, ge=0.0, description="b: cost penalty inside model profiles")
     shrinkage: float = Field(default=10.0, ge=0.0, description="pseudo-count pulling thin profiles to the mean")
+    mean_shrinkage: float = Field(
+        default=20.0, ge=0.0, description="pseudo-records pulling a model's overall mean toward the population's"
+    )
     exemplar_top_k: int = Field(default=16, ge=1)
     max_dimensions: int = Field(default=4, ge=1, description="ranked dimensions kept per kind in a profile")
     knn_k: int = Field(default=32, ge=1)
@@ -38,6 +41,11 @@ class Settings(BaseSettings):
     reranker_top_k: int = Field(default=8, ge=1, description="stage-1 candidates the Model-SAT scorer re-ranks")
     reranker_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="share of the scorer in re-ranked P(correct)"
+    )
+    reranker_novelty_scale: float = Field(
+        default=0.1,
+        ge=0.0,
+        description="RMS aptitude distance from the training models at which the scorer's share falls to 1/e (0: off)",
     )
     reranker_poll_s: float = Field(
         default=5.0, gt=0, description="how often the service looks for a newly activated checkpoint"

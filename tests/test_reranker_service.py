@@ -109,3 +109,96 @@ def test_a_new_model_is_onboarded_by_its_aptitude_answers(trained: Runtime) -> N
         assert "answers[0].item_id" in bad.json()["detail"]
         stale = client.post("/v1/models/fresh-model/aptitude", json={"version": 7, **answers}, headers=ADMIN)
         assert stale.status_code == 409
+
+
+def _zeroeval_query_ids(runtime: Runtime, subject: str, n: int) -> list[str]:
+    from sqlalchemy import select
+
+    from service.store.orm import EvalQuery
+
+    with runtime.sessions() as session:
+        return list(
+            session.scalars(
+                select(EvalQuery.external_id).where(EvalQuery.subject == subject).order_by(EvalQuery.id).limit(n)
+            )
+        )
+
+
+def test_a_rest_model_with_strong_evidence_beats_re_ranked_models(trained: Runtime) -> None:
+    """A model with no aptitude results competes on its final utility: stage 2 never puts re-ranked models first."""
+    from service.app import create_app
+
+    code_ids = _zeroeval_query_ids(trained, "crux", 96)
+    assert len(code_ids) == 96
+    with TestClient(create_app(runtime=trained)) as client:
+        assert client.post("/v1/reranker/activate", json={"version": 1}, headers=ADMIN).status_code == 200
+        body = {"name": "code-specialist", "input_usd_per_mtok": 0.01, "output_usd_per_mtok": 0.01}
+        assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
+        evaluations = {"evaluations": [{"benchmark": "zeroeval", "query_id": q, "score": 1} for q in code_ids]}
+        posted = client.post("/v1/models/code-specialist/evaluations", json=evaluations, headers=ADMIN)
+        assert posted.status_code == 200, posted.text
+        query = "What does f([3, 1, 2]) return?\ndef f(xs):\n    return sorted(xs)[::-1]"
+        routed = client.post("/v1/route", json={"query": query, "lambda": 0.0, "explain": True}).json()
+    assert routed["reranker_version"] == 1  # stage 2 did re-rank other models ...
+    assert routed["model"] == "code-specialist"  # ... and the better-evidenced model still won
+    scores = [a["score"] for a in routed["alternatives"]]
+    assert scores == sorted(scores, reverse=True)
+    contributions = routed["contributions"]
+    assert contributions["code-specialist"]["reranker"] == 0  # no aptitude results: stage 1 only
+    assert any(c["reranker"] > 0 for c in contributions.values())  # competing against re-ranked models
+
+
+def test_a_model_with_one_record_is_not_confident(trained: Runtime) -> None:
+    from service.app import create_app
+
+    [query_id] = _zeroeval_query_ids(trained, "crux", 1)
+    with TestClient(create_app(runtime=trained)) as client:
+        client.post("/v1/models", json={"name": "lucky-once", "input_usd_per_mtok": 0.01}, headers=ADMIN)
+        one = {"evaluations": [{"benchmark": "zeroeval", "query_id": query_id, "score": 1}]}
+        assert client.post("/v1/models/lucky-once/evaluations", json=one, headers=ADMIN).status_code == 200
+        for query in ("What is 12 * 7?", "Which treaty ended the Thirty Years War?"):
+            routed = client.post("/v1/route", json={"query": query, "candidates": ["lucky-once"]}).json()
+            assert routed["alternatives"][0]["p_correct"] < 0.8, routed["alternatives"]
+
+
+def test_presets_are_calibrated_monotone_and_used_by_default(trained: Runtime) -> None:
+    from service.app import create_app
+    from service.jobs.calibrate import CalibrationError, calibrate_presets
+    from service.registry.checkpoints import activate
+
+    with trained.transaction() as session:
+        activate(session, 1)
+        trained.router.reload(session, trained.store)
+        with pytest.raises(CalibrationError, match="validation queries"):
+            calibrate_presets(session, trained.store, trained.router, min_queries=10_000)
+        chosen = calibrate_presets(session, trained.store, trained.router, min_queries=10)
+    costs = [chosen[name].cost_per_query for name in ("economy", "balanced", "quality")]
+    assert costs == sorted(costs)
+    assert chosen["quality"].accuracy >= chosen["balanced"].accuracy - 1e-9 >= chosen["economy"].accuracy - 1e-9
+    assert chosen["quality"].accuracy - chosen["balanced"].accuracy <= 0.01 + 1e-9
+
+    with TestClient(create_app(runtime=trained)) as client:
+        listed = {p["name"]: p for p in client.get("/v1/presets").json()}
+        assert set(listed) == {"quality", "balanced", "economy"}
+        query = {"query": "What is 12 * 7?"}
+        default = client.post("/v1/route", json=query).json()
+        assert default["preset"] == "balanced" and default["lambda"] == listed["balanced"]["lambda"]
+        economy = client.post("/v1/route", json={**query, "preset": "economy"}).json()
+        assert economy["preset"] == "economy" and economy["lambda"] == listed["economy"]["lambda"]
+        explicit = client.post("/v1/route", json={**query, "lambda": 0.25}).json()
+        assert explicit["preset"] is None and explicit["lambda"] == 0.25
+        both = client.post("/v1/route", json={**query, "lambda": 1, "preset": "economy"})
+        assert both.status_code == 422 and "lambda or preset" in both.json()["detail"]
+        unknown = client.post("/v1/route", json={**query, "preset": "cheapest"})
+        assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "preset"
+
+
+def test_a_named_preset_needs_calibration(trained: Runtime) -> None:
+    from service.app import create_app
+
+    with TestClient(create_app(runtime=trained)) as client:
+        assert client.get("/v1/presets").json() == []
+        routed = client.post("/v1/route", json={"query": "What is 12 * 7?"}).json()
+        assert routed["preset"] is None and routed["lambda"] == 0.0
+        refused = client.post("/v1/route", json={"query": "What is 12 * 7?", "preset": "economy"})
+        assert refused.status_code == 422 and "presets calibrate" in refused.json()["detail"]

@@ -10,17 +10,26 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, status
+from sqlalchemy import select
 
 from profiling.conversation import conversation_vector
 from profiling.decision import Decision
 from profiling.embedder import Vectors
 from profiling.scoring import Constraints
-from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep
-from service.api.schemas import BatchRouteRequest, BatchRouteResponse, RouteRequest, RouteResponse, decision_response
+from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
+from service.api.schemas import (
+    BatchRouteRequest,
+    BatchRouteResponse,
+    OperatingPointOut,
+    RouteRequest,
+    RouteResponse,
+    decision_response,
+)
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
-from service.routing.engine import NoModelsError, RouteOptions
+from service.routing.engine import NoModelsError, PresetError, RouteOptions, resolve_cost_weight
 from service.runtime import Runtime
+from service.store.orm import OperatingPoint
 
 router = APIRouter(prefix="/v1", tags=["routing"])
 CallerHeader = Annotated[str | None, Header(alias="X-Caller", max_length=200)]
@@ -33,9 +42,14 @@ def _texts(body: RouteRequest) -> tuple[list[str], list[str]]:
     return [m.content for m in turns], [m.role for m in turns]
 
 
-def _options(body: RouteRequest) -> RouteOptions:
+def _options(body: RouteRequest, presets: dict[str, float], position: str = "") -> RouteOptions:
+    try:
+        cost_weight, preset = resolve_cost_weight(body.cost_weight, body.preset, presets)
+    except PresetError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{position}{exc}") from exc
     return RouteOptions(
-        cost_weight=body.cost_weight,
+        cost_weight=cost_weight,
+        preset=preset,
         constraints=Constraints(
             candidates=frozenset(body.candidates) if body.candidates is not None else None,
             max_cost_usd=body.max_cost,
@@ -77,7 +91,10 @@ def _check_names(runtime: Runtime, bodies: list[RouteRequest]) -> None:
 def _decide(runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors) -> list[Decision]:
     query_vectors, chars = _query_vectors(bodies, vectors)
     try:
-        decisions = runtime.router.decide(query_vectors, chars, [_options(b) for b in bodies])
+        presets = runtime.router.state.presets
+        positions = [f"requests[{i}]." if len(bodies) > 1 else "" for i in range(len(bodies))]
+        options = [_options(b, presets, p) for b, p in zip(bodies, positions, strict=True)]
+        decisions = runtime.router.decide(query_vectors, chars, options)
     except NoModelsError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{exc}: import data or register models first"
@@ -120,6 +137,13 @@ def _log(
     )
     metrics.chosen.labels(decision.model).inc()
     metrics.decisions_pending.set(log.pending)
+
+
+@router.get("/presets")
+def presets(session: SessionDep) -> list[OperatingPointOut]:
+    """The calibrated operating points a route request may name instead of a lambda (empty until calibrated)."""
+    points = session.scalars(select(OperatingPoint).order_by(OperatingPoint.validation_cost_per_query))
+    return [OperatingPointOut.model_validate(p, from_attributes=True) for p in points]
 
 
 @router.post("/route")

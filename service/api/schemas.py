@@ -100,8 +100,17 @@ class Message(Strict):
 class RouteRequest(Strict):
     query: str | None = Field(default=None, min_length=1, max_length=200_000)
     messages: list[Message] | None = Field(default=None, min_length=1, max_length=200)
-    cost_weight: float = Field(
-        default=0.0, ge=0, le=1000, alias="lambda", description="quality per USD per 1,000 queries you trade for cost"
+    cost_weight: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        alias="lambda",
+        description="quality per USD per 1,000 queries you trade for cost; default: the `balanced` preset",
+    )
+    preset: Literal["quality", "balanced", "economy"] | None = Field(
+        default=None,
+        description="a calibrated operating point instead of a lambda: quality (best validation accuracy), balanced "
+        "(cheapest within 1 point of it, the default) or economy (cheapest within 5 points)",
     )
     candidates: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     max_cost: float | None = Field(default=None, gt=0, description="USD per query, estimated")
@@ -116,6 +125,8 @@ class RouteRequest(Strict):
     def _one_input(self) -> RouteRequest:
         if (self.query is None) == (self.messages is None):
             raise ValueError("give exactly one of query or messages")
+        if self.cost_weight is not None and self.preset is not None:
+            raise ValueError("give lambda or preset, not both")
         if self.messages is not None and not any(m.content.strip() for m in self.messages):
             raise ValueError("messages: every message is empty")
         return self
@@ -137,6 +148,10 @@ class AlternativeOut(BaseModel):
     score: float = Field(description="P(correct) - lambda * cost per 1,000 queries")
     p_correct: float
     estimated_cost_usd: float | None
+    cost_imputed: bool = Field(
+        default=False,
+        description="true when the model has no prices and no observed cost: the estimate is the other models' median",
+    )
 
 
 class DimensionWeight(BaseModel):
@@ -165,7 +180,22 @@ class RouteResponse(BaseModel):
     profile: QueryProfileOut
     contributions: dict[str, ContributionOut] | None = None
     reranker_version: int | None = Field(default=None, description="the Model-SAT checkpoint that re-ranked, if any")
+    cost_weight: float = Field(alias="lambda", description="the lambda the decision was made with")
+    preset: str | None = Field(default=None, description="the operating point that gave lambda, if any")
     latency_ms: float
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class OperatingPointOut(BaseModel):
+    name: str
+    cost_weight: float = Field(alias="lambda")
+    validation_accuracy: float
+    validation_cost_per_query: float
+    validation_queries: int
+    calibrated_at: datetime
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
 class BatchRouteResponse(BaseModel):
@@ -180,7 +210,13 @@ def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
         decision_id=decision.decision_id,
         model=decision.model or "",
         alternatives=[
-            AlternativeOut(model=a.model, score=a.utility, p_correct=a.p_correct, estimated_cost_usd=a.cost_usd)
+            AlternativeOut(
+                model=a.model,
+                score=a.utility,
+                p_correct=a.p_correct,
+                estimated_cost_usd=a.cost_usd,
+                cost_imputed=a.cost_imputed,
+            )
             for a in decision.alternatives
         ],
         profile=QueryProfileOut(
@@ -195,6 +231,8 @@ def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
             for m, c in decision.contributions.items()
         },
         reranker_version=decision.reranker_version,
+        preset=decision.preset,
+        **{"lambda": decision.cost_weight},
         latency_ms=latency_ms,
     )
 

@@ -69,7 +69,12 @@ def scaled_state(state: RouterState, n_models: int, seed: int = 0) -> RouterStat
     )
     stage2 = state.stage2
     if stage2 is not None:
-        stage2 = replace(stage2, model_embeddings=stage2.model_embeddings[take], has_aptitude=stage2.has_aptitude[take])
+        stage2 = replace(
+            stage2,
+            model_embeddings=stage2.model_embeddings[take],
+            has_aptitude=stage2.has_aptitude[take],
+            trust=stage2.trust[take],
+        )
     return replace(
         state,
         stage2=stage2,

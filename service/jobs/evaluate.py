@@ -24,12 +24,16 @@ from profiling.evaluation import (
     DEFAULT_LAMBDAS,
     CurvePoint,
     Point,
+    aiq,
     best_single,
     choose_reranked,
+    common_accuracy,
     cost_at_accuracy,
     curve_of,
+    gap_recovery,
     is_test,
     oracle,
+    plain_knn,
     random_router,
     realised,
 )
@@ -41,6 +45,8 @@ from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
 
 Matrix = npt.NDArray[np.float64]
+PLAIN_KNN_K = 100
+"""k of the plain kNN baseline (all models, full information), as in published router comparisons."""
 
 
 class EvaluationError(ValueError):
@@ -161,8 +167,10 @@ def train_sat(
     trained_models: list[int],
     seed: int,
     device: str,
-) -> tuple[Matrix, dict[str, float]]:
-    """Train Model-SAT on the training rows of `trained_models`; P(correct) for every test query and model."""
+    novelty_scale: float,
+) -> tuple[Matrix, Matrix, dict[str, float]]:
+    """Train Model-SAT on the training rows of `trained_models`: P(correct) for every test query and model, and the
+    scorer's trust per model (lower for models unlike the ones it was trained on), as the service computes it."""
     train = split.train_rows
     items = item_outcomes(split, aptitude)
     validation = np.array(
@@ -177,8 +185,9 @@ def train_sat(
         device=device,
         validation_rows=validation,
     )
-    p_sat = sat.predict(vectors[split.test_rows], sat.embed_models(aptitude_vectors(items)))
-    return p_sat, metrics
+    model_vectors = aptitude_vectors(items)
+    p_sat = sat.predict(vectors[split.test_rows], sat.embed_models(model_vectors))
+    return p_sat, sat.trust(model_vectors, novelty_scale), metrics
 
 
 def evaluate(
@@ -228,9 +237,13 @@ def evaluate(
     log("training capprof (stage 1) on the training rows ...")
     est = _estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
     log("training the Model-SAT scorer ...")
-    p_sat, sat_metrics = train_sat(split, aptitude, vectors, embedder, old, seed, settings.device)
-    k, weight = settings.reranker_top_k, settings.reranker_weight
+    p_sat, trust, sat_metrics = train_sat(
+        split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
+    )
+    k, weight = settings.reranker_top_k, settings.reranker_weight * trust
+    knn_p, knn_cost = plain_knn(test_vectors, vectors[train], split.outcomes[train], split.costs[train], PLAIN_KNN_K)
     choosers: dict[str, Callable[[float], npt.NDArray[np.int64]]] = {
+        f"plain_knn_k{PLAIN_KNN_K}": lambda lam: choose_models(np.nan_to_num(knn_p), knn_cost, lam),
         "knn": lambda lam: choose_models(est.p_knn, est.costs, lam),
         "profile": lambda lam: choose_models(est.p_profile, est.costs, lam),
         "sat": lambda lam: choose_models(p_sat, est.costs, lam),
@@ -244,7 +257,7 @@ def evaluate(
         for c, m in enumerate(split.models):
             visible[rows if m in new else slice(None), c] = True
         train_outcomes = np.where(visible, train_outcomes, np.nan)
-    single_col, single = best_single(np.nanmean(train_outcomes, axis=0), outcomes, costs)
+    single_col, single = best_single(common_accuracy(train_outcomes), outcomes, costs)
 
     fixed: dict[str, Point] = {
         "random": random_router(outcomes, costs),
@@ -272,14 +285,20 @@ def evaluate(
     cost_at = {name: cost_at_accuracy([fixed[name]], target) for name in fixed}
     cost_at.update({name: cost_at_accuracy(points, target) for name, points in curves.items()})
 
+    report_literature = literature_figures(choosers, curves, outcomes, costs, single_col, fixed["best_single"])
+
     onboarding = None
     if new:
         log("training capprof again with the new models' full training outcomes ...")
         full = _estimates(training_family(split, set(), set()), split, embedder, settings, test_vectors)
-        full_sat, _ = train_sat(
-            split, aptitude, vectors, embedder, list(range(len(split.models))), seed, settings.device
+        everyone = list(range(len(split.models)))
+        full_sat, full_trust, _ = train_sat(
+            split, aptitude, vectors, embedder, everyone, seed, settings.device, settings.reranker_novelty_scale
         )
-        full_point = realised(outcomes, costs, choose_reranked(full.p_correct, full_sat, full.costs, 0.0, k, weight))
+        full_weight = settings.reranker_weight * full_trust
+        full_point = realised(
+            outcomes, costs, choose_reranked(full.p_correct, full_sat, full.costs, 0.0, k, full_weight)
+        )
         choice = choosers["capprof"](0.0)
         new_cols = [split.models.index(m) for m in new]
         onboarding = {
@@ -303,6 +322,7 @@ def evaluate(
         "cost_quality": cost_quality,
         "cost_at_best_single_accuracy": cost_at,
         "onboarding": onboarding,
+        "literature": report_literature,
     }
     report["aptitude_test"] = {"tasks": len(aptitude.tasks), "items": len(aptitude.item_rows)}
     report["sat_calibration"] = {
@@ -311,13 +331,43 @@ def evaluate(
         "test_ece": expected_calibration_error(p_sat[~np.isnan(outcomes)], outcomes[~np.isnan(outcomes)]),
         "train_seconds": sat_metrics["train_seconds"],
     }
-    report["reranker"] = {"top_k": k, "weight": weight}
+    report["reranker"] = {
+        "top_k": k,
+        "weight": settings.reranker_weight,
+        "trust": {m: round(float(t), 4) for m, t in zip(split.models, trust, strict=True)},
+    }
     embedder.save()  # task descriptions and capability exemplars were embedded after the queries
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(report))
     plot_cost_quality(report, out / "cost_quality.png")
     return report
+
+
+def literature_figures(
+    choosers: dict[str, Callable[[float], npt.NDArray[np.int64]]],
+    curves: dict[str, list[CurvePoint]],
+    outcomes: Matrix,
+    costs: Matrix,
+    strong: int,
+    strong_point: Point,
+) -> dict[str, dict[str, float | None]]:
+    """RouterBench's AIQ over the single models' cost range, and RouteLLM's APGR and CPT(50%/80%) with the best
+    single model as the strong model and the cheapest single model as the weak one, per curve router."""
+    model_costs = costs.mean(axis=0)
+    weak = int(np.argmin(model_costs))
+    weak_accuracy = float(outcomes[:, weak].mean())
+    figures: dict[str, dict[str, float | None]] = {}
+    for name, chooser in choosers.items():
+        shares = [float((chooser(p.cost_weight) == strong).mean()) for p in curves[name]]
+        recovery = gap_recovery(shares, [p.accuracy for p in curves[name]], weak_accuracy, strong_point.accuracy)
+        figures[name] = {
+            "aiq": aiq(curves[name], float(model_costs.min()), float(model_costs.max())),
+            "apgr": recovery.apgr,
+            "cpt50": recovery.cpt50,
+            "cpt80": recovery.cpt80,
+        }
+    return figures
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -336,6 +386,20 @@ def markdown_report(report: dict[str, Any]) -> str:
         at = report["cost_at_best_single_accuracy"].get(name)
         share = f"{at:.6f} ({at / best['cost_per_query']:.0%} of best single)" if at is not None else "not reached"
         lines.append(f"| {label} | {row['accuracy']:.4f} | {row['cost_per_query']:.6f} | {share} |")
+    literature = report.get("literature")
+    if literature:
+        lines += [
+            "",
+            "Summary figures of the routing literature (AIQ: RouterBench, over the single models' cost range; APGR and "
+            "the share of calls to the best single model needed for 50% / 80% of its quality gap over the cheapest "
+            "model: RouteLLM):",
+            "",
+            "| router | AIQ | APGR | CPT(50%) | CPT(80%) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, row in literature.items():
+            cpt = [f"{row[c]:.1%}" if row[c] is not None else "not reached" for c in ("cpt50", "cpt80")]
+            lines.append(f"| {name} | {row['aiq']:.4f} | {row['apgr']:.3f} | {cpt[0]} | {cpt[1]} |")
     onboarding = report.get("onboarding")
     if onboarding:
         lines += [

@@ -15,9 +15,20 @@ from profiling.decision import Contribution, Decision
 from profiling.knn import knn_estimate
 from profiling.model_profile import COST_UNIT, profile_estimate
 from profiling.model_sat import ModelSat
+from profiling.operating_points import DEFAULT_PRESET
 from profiling.query_profile import KINDS
-from profiling.scoring import Constraints, allowed, blend, estimate_costs, input_tokens, rank, stage2_top_k, utility
-from service.routing.stage2 import load_stage2
+from profiling.scoring import (
+    Constraints,
+    allowed,
+    blend,
+    estimate_costs,
+    impute_costs,
+    input_tokens,
+    rank,
+    stage2_top_k,
+    utility,
+)
+from service.routing.stage2 import Stage2, load_stage2
 from service.routing.state import RouterState, load_state
 from service.settings import Settings
 from service.store.vector_store import VectorStore
@@ -27,12 +38,35 @@ class NoModelsError(RuntimeError):
     """No model is registered and active, so nothing can be routed."""
 
 
+class PresetError(ValueError):
+    """A preset was named that this deployment has not calibrated."""
+
+
+def resolve_cost_weight(
+    cost_weight: float | None, preset: str | None, presets: dict[str, float]
+) -> tuple[float, str | None]:
+    """lambda and the preset it came from: the given lambda, else the named preset, else the default preset
+    (balanced) once presets are calibrated, else 0 (pure quality)."""
+    if cost_weight is not None:
+        return cost_weight, None
+    if preset is not None:
+        if preset not in presets:
+            raise PresetError(
+                f"preset: {preset!r} is not calibrated yet (run `capprof presets calibrate`); give lambda instead"
+            )
+        return presets[preset], preset
+    if DEFAULT_PRESET in presets:
+        return presets[DEFAULT_PRESET], DEFAULT_PRESET
+    return 0.0, None
+
+
 @dataclass(frozen=True)
 class RouteOptions:
     cost_weight: float = 0.0
     constraints: Constraints = field(default_factory=Constraints)
     top_n: int = 3
     explain: bool = False
+    preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,17 +132,34 @@ class RoutingEngine:
             return p_stage1, top, {}
         p_sat = np.zeros_like(p_stage1)
         p_sat[0, columns] = stage2.scorer.predict(vectors[row : row + 1], stage2.model_embeddings[columns])[0]
-        blended = blend(p_stage1, p_sat, top, self.settings.reranker_weight)
+        blended = blend(p_stage1, p_sat, top, self.reranker_shares(stage2))
         return blended, top, {int(c): float(p_sat[0, c]) for c in columns}
 
-    def estimate(self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64]) -> Estimates:
-        """P(correct) and cost for every (query, model) pair, as matrix arithmetic."""
+    def reranker_shares(self, stage2: Stage2) -> npt.NDArray[np.float64]:
+        """Per model, the scorer's share in re-ranked P(correct): the setting, less for models unlike its training set."""
+        return self.settings.reranker_weight * stage2.trust
+
+    def estimate(
+        self,
+        vectors: npt.NDArray[np.float32],
+        chars: npt.NDArray[np.float64],
+        own_rows: npt.NDArray[np.int64] | None = None,
+    ) -> Estimates:
+        """P(correct) and cost for every (query, model) pair, as matrix arithmetic.
+
+        own_rows: for evaluated queries (calibration), each query's own row in the outcome table, left out of its
+        neighbours so that its outcome does not vote for itself.
+        """
         state = self.state
         profiler = state.profiler
         weights, votes, nearest = profiler.profile_vectors(vectors)
         masks = [profiler.catalog.kind_masks[k] for k in KINDS]
         p_profile = profile_estimate(weights, state.profile, masks, state.means)
-        rows, sims = state.queries.search(vectors, self.settings.knn_k)
+        if own_rows is None:
+            rows, sims = state.queries.search(vectors, self.settings.knn_k)
+        else:
+            rows, sims = state.queries.search(vectors, self.settings.knn_k + 1)
+            sims = np.where(rows == own_rows[:, None], 0.0, sims).astype(np.float32)
         p_knn, support = knn_estimate(state.outcomes, rows, sims)
         # The kNN estimate weighs in by how much neighbour evidence it has (a model onboarded from its aptitude
         # test has few evaluated neighbours), like the profile's shrinkage toward the mean.
@@ -128,8 +179,8 @@ class RoutingEngine:
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
             mask = allowed(state.models, opts.constraints, est.costs[one])
-            p_final, reranked, p_sat = self._stage2(est, vectors, row, opts, mask)
-            ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n, first=reranked)[0]
+            p_final, _, p_sat = self._stage2(est, vectors, row, opts, mask)
+            ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
             decisions.append(
                 Decision(
@@ -142,6 +193,7 @@ class RoutingEngine:
                     if opts.explain
                     else None,
                     reranker_version=state.stage2.version if state.stage2 is not None and p_sat else None,
+                    preset=opts.preset,
                 )
             )
         return decisions
@@ -155,18 +207,19 @@ class RoutingEngine:
         column = {name: i for i, name in enumerate(state.models.names)}
         active = np.flatnonzero(est.weights[row] > 0)
         result = {}
+        shares = self.reranker_shares(state.stage2) if state.stage2 is not None else np.zeros(len(column))
         for name in models:
             m = column[name]
-            stage1_share = 1.0 - self.settings.reranker_weight if m in p_sat else 1.0
+            stage1_share = 1.0 - shares[m] if m in p_sat else 1.0
             profile_share = stage1_share * (1.0 - est.knn_share[row, m])
-            cost = est.costs[row, m]
+            cost = impute_costs(est.costs[row : row + 1])[0, m]
             result[name] = Contribution(
                 dimensions={
                     catalog.names[d]: float(profile_share * est.weights[row, d] / kinds_present * state.profile[m, d])
                     for d in active
                 },
                 knn=float(stage1_share * est.knn_share[row, m] * est.p_knn[row, m]),
-                cost=0.0 if np.isnan(cost) else float(-cost_weight * COST_UNIT * cost),
-                reranker=float(self.settings.reranker_weight * p_sat[m]) if m in p_sat else 0.0,
+                cost=float(-cost_weight * COST_UNIT * cost),
+                reranker=float(shares[m] * p_sat[m]) if m in p_sat else 0.0,
             )
         return result

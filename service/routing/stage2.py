@@ -24,6 +24,7 @@ class Stage2:
     scorer: ModelSat
     model_embeddings: Any  # torch.Tensor, models x dim
     has_aptitude: npt.NDArray[np.bool_]
+    trust: npt.NDArray[np.float64]  # per model, how far the scorer can be believed (1 = a model it was trained on)
 
 
 def load_stage2(
@@ -42,4 +43,5 @@ def load_stage2(
     matrix = aptitude_matrix(session, test, [int(m) for m in model_ids])
     has_aptitude = (~np.isnan(matrix)).sum(axis=1) * 2 >= max(matrix.shape[1], 1)
     vectors = aptitude_vectors(matrix[:, :, None])
-    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude)
+    trust = scorer.trust(vectors, settings.reranker_novelty_scale)
+    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude, trust)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +16,14 @@ from profiling.scoring import ModelCatalog
 from service.routing.stage2 import Stage2
 from service.settings import Settings
 from service.store.orm import LlmModel, ProfileScore
-from service.store.readers import NearestIndex, load_profiler, load_records, outcome_matrix, searchable
+from service.store.readers import (
+    NearestIndex,
+    load_operating_points,
+    load_profiler,
+    load_records,
+    outcome_matrix,
+    searchable,
+)
 from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 
@@ -32,7 +39,9 @@ class RouterState:
     queries: NearestIndex
     outcomes: OutcomeTable
     evaluated_queries: int
+    query_ids: npt.NDArray[np.int64]  # the evaluated query behind each row of `outcomes`
     stage2: Stage2 | None = None
+    presets: dict[str, float] = field(default_factory=dict)  # calibrated operating points, name -> lambda
 
 
 def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
@@ -46,7 +55,7 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
     in_pool = np.isin(records.model_id, model_ids)
     cols = np.array([model_col[m] for m in records.model_id[in_pool]], np.int64)
     values = record_values(records.score[in_pool], records.cost[in_pool], settings.cost_penalty)
-    means = model_means(cols, values, len(models))
+    means = model_means(cols, values, len(models), settings.mean_shrinkage)
 
     sums = ProfileSums.zeros(len(models), len(catalog))
     for row in session.execute(select(ProfileScore)).scalars():
@@ -78,4 +87,6 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
         queries=searchable(settings, store, EVAL_QUERIES, index),
         outcomes=OutcomeTable.from_outcomes(outcomes),
         evaluated_queries=len(index),
+        query_ids=index.ids,
+        presets=load_operating_points(session),
     )

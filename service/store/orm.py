@@ -250,3 +250,17 @@ class RerankerCheckpoint(TimestampMixin, Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
     config: Mapped[dict[str, Any]] = mapped_column(JsonType)
     active: Mapped[bool] = mapped_column(default=False)
+
+
+class OperatingPoint(Base):
+    """A named lambda (quality, balanced, economy) calibrated on validation queries: the deployment's presets."""
+
+    __tablename__ = "operating_points"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cost_weight: Mapped[float] = mapped_column(Float)
+    validation_accuracy: Mapped[float] = mapped_column(Float)
+    validation_cost_per_query: Mapped[float] = mapped_column(Float)
+    validation_queries: Mapped[int] = mapped_column(Integer)
+    calibrated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    curve: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)

@@ -22,6 +22,7 @@ from service.store.orm import (
     Dimension,
     EvalRecord,
     LlmModel,
+    OperatingPoint,
     RerankerCheckpoint,
 )
 from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
@@ -170,3 +171,8 @@ def active_checkpoint(session: Session) -> RerankerCheckpoint | None:
 
 def list_checkpoints(session: Session) -> list[RerankerCheckpoint]:
     return list(session.scalars(select(RerankerCheckpoint).order_by(RerankerCheckpoint.version)))
+
+
+def load_operating_points(session: Session) -> dict[str, float]:
+    """The calibrated presets, name -> lambda (empty until `capprof presets calibrate` has run)."""
+    return {p.name: p.cost_weight for p in session.scalars(select(OperatingPoint))}

@@ -1,0 +1,37 @@
+"""operating points: the calibrated presets quality, balanced and economy
+
+Revision ID: 0006
+Revises: 0002
+Create Date: 2026-11-25 19:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0006"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "operating_points",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("cost_weight", sa.Float(), nullable=False),
+        sa.Column("validation_accuracy", sa.Float(), nullable=False),
+        sa.Column("validation_cost_per_query", sa.Float(), nullable=False),
+        sa.Column("validation_queries", sa.Integer(), nullable=False),
+        sa.Column("calibrated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "curve", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("name"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("operating_points")

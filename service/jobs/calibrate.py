@@ -1,0 +1,91 @@
+"""`capprof presets calibrate`: the deployment's operating points, from its own validation queries.
+
+The validation queries are the re-ranker's (never fitted by Model-SAT). Stage 1 estimates them with the live
+routing state, each query's own outcome left out of its kNN neighbours; the realised accuracy and cost of each
+lambda's choices give the curve the presets are picked from (profiling/operating_points.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from profiling.evaluation import DEFAULT_LAMBDAS, CurvePoint, choose, choose_reranked, curve_of, is_test
+from profiling.operating_points import choose_operating_points
+from service.registry.checkpoints import VALIDATION_SEED, VALIDATION_SHARE
+from service.routing.engine import RoutingEngine
+from service.store.orm import EvalQuery, OperatingPoint
+from service.store.readers import load_records, outcome_matrix
+from service.store.vector_store import EVAL_QUERIES, VectorStore
+
+MIN_VALIDATION_QUERIES = 20
+MAX_VALIDATION_QUERIES = 5000
+
+
+class CalibrationError(ValueError):
+    """Too little validation data to calibrate on."""
+
+
+def calibrate_presets(
+    session: Session, store: VectorStore, router: RoutingEngine, min_queries: int = MIN_VALIDATION_QUERIES
+) -> dict[str, CurvePoint]:
+    """Computes the validation curve with `router`'s current state and stores the presets (replacing old ones)."""
+    state = router.state
+    index, _ = store.snapshot(EVAL_QUERIES)
+    external = dict(session.execute(select(EvalQuery.id, EvalQuery.external_id)).all())
+    row_of = {int(q): r for r, q in enumerate(state.query_ids)}
+    validation = [
+        r
+        for r, q in enumerate(index.ids)
+        if int(q) in row_of and is_test(str(external.get(int(q), q)), VALIDATION_SEED, VALIDATION_SHARE)
+    ][:MAX_VALIDATION_QUERIES]
+    query_ids = index.ids[validation]
+    records = load_records(session, ("import", "api"))
+    outcomes = outcome_matrix(records, query_ids, state.model_ids)
+    actual_costs = outcome_matrix(replace(records, score=records.cost), query_ids, state.model_ids)
+    complete = ~np.isnan(outcomes).any(axis=1)
+    if complete.sum() < min_queries:
+        raise CalibrationError(
+            f"only {int(complete.sum())} validation queries have an outcome for every active model "
+            f"(at least {min_queries} needed): import evaluation data first"
+        )
+    keep = np.flatnonzero(complete)
+    vectors = index.vectors[validation][keep]
+    text_chars = dict(session.execute(select(EvalQuery.id, EvalQuery.text)).all())
+    chars = np.array([len(text_chars[int(q)]) for q in query_ids[keep]], np.float64)
+    own_rows = np.array([row_of[int(q)] for q in query_ids[keep]], np.int64)
+    est = router.estimate(vectors, chars, own_rows=own_rows)
+    realised_costs = np.where(np.isnan(actual_costs[keep]), est.costs, actual_costs[keep])
+    stage2 = state.stage2
+    if stage2 is None:
+        curve = curve_of(lambda lam: choose(est.p_correct, est.costs, lam), outcomes[keep], realised_costs)
+    else:
+        p_sat = stage2.scorer.predict(vectors, stage2.model_embeddings)
+        weight = router.reranker_shares(stage2)
+        top_k = router.settings.reranker_top_k
+
+        def chooser(lam: float) -> np.ndarray:
+            return choose_reranked(est.p_correct, p_sat, est.costs, lam, top_k, weight, stage2.has_aptitude)
+
+        curve = curve_of(chooser, outcomes[keep], realised_costs, DEFAULT_LAMBDAS)
+    chosen = choose_operating_points(curve)
+    session.execute(delete(OperatingPoint))
+    now = datetime.now(UTC)
+    for name, point in chosen.items():
+        session.add(
+            OperatingPoint(
+                name=name,
+                cost_weight=point.cost_weight,
+                validation_accuracy=point.accuracy,
+                validation_cost_per_query=point.cost_per_query,
+                validation_queries=len(keep),
+                calibrated_at=now,
+                curve=[asdict(p) for p in curve],
+            )
+        )
+    session.flush()
+    return chosen
