@@ -38,6 +38,7 @@ class ModelRow:
     output_usd_per_mtok: float | None
     price_basis: str | None = None
     source: str | None = None
+    provider: str | None = None  # who serves or made it (exclude_providers filters on it)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def read_models(path: Path) -> list[ModelRow]:
             output_usd_per_mtok=_optional_float(path, line, "output_usd_per_mtok", row["output_usd_per_mtok"]),
             price_basis=(row.get("price_basis") or None),
             source=(row.get("source") or None),
+            provider=((row.get("provider") or "").strip() or None),
         )
     return list(models.values())
 

@@ -107,13 +107,16 @@ def best_single(train_accuracy: Matrix, outcomes: Matrix, costs: Matrix) -> tupl
     return model, Point(float(outcomes[:, model].mean()), float(costs[:, model].mean()))
 
 
+def oracle_choice(outcomes: Matrix, costs: Matrix) -> npt.NDArray[np.int64]:
+    """Per query, the cheapest correct model (the cheapest model when none is correct)."""
+    correct = outcomes >= 0.5
+    cheapest_correct = np.where(correct, costs, np.inf).argmin(axis=1)
+    return np.where(correct.any(axis=1), cheapest_correct, costs.argmin(axis=1)).astype(np.int64)
+
+
 def oracle(outcomes: Matrix, costs: Matrix) -> Point:
     """The cheapest correct model per query (the cheapest model when none is correct): the ceiling."""
-    correct = outcomes >= 0.5
-    correct_cost = np.where(correct, costs, np.inf).min(axis=1)
-    any_correct = correct.any(axis=1)
-    cost = np.where(any_correct, correct_cost, costs.min(axis=1))
-    return Point(float(outcomes.max(axis=1).mean()), float(cost.mean()))
+    return realised(outcomes, costs, oracle_choice(outcomes, costs))
 
 
 def cost_at_accuracy(points: Sequence[CurvePoint | Point], target: float, tolerance: float = 1e-12) -> float | None:

@@ -74,9 +74,13 @@ class QueryProfiler:
         top_k: int,
         rank_decay: float,
         max_dimensions: int,
+        min_similarity: dict[str, float] | None = None,
     ) -> None:
         self.catalog = catalog
         self.exemplars = exemplars
+        # Per kind, the similarity an exemplar needs to vote: a query far from every domain's exemplars gets no
+        # domain (and is routed on capabilities and the models' overall records) instead of a confident wrong one.
+        self.min_similarity = min_similarity or {}
         self.top_k = top_k
         self.rank_decay = rank_decay
         self.max_dimensions = max_dimensions
@@ -89,13 +93,14 @@ class QueryProfiler:
         """
         votes = np.zeros((len(vectors), len(self.catalog)), dtype=np.float64)
         best = np.zeros(len(vectors), np.float32)
-        for exemplar_set in self.exemplars.values():
+        for kind, exemplar_set in self.exemplars.items():
             rows, sims = exemplar_set.index.search(vectors, self.top_k)
             if not rows.shape[1]:
                 continue
             columns = exemplar_set.columns[rows]
             batch = np.repeat(np.arange(len(vectors)), rows.shape[1])
-            np.add.at(votes, (batch, columns.ravel()), np.clip(sims, 0.0, None).ravel())
+            voting = np.where(sims >= self.min_similarity.get(kind, 0.0), np.clip(sims, 0.0, None), 0.0)
+            np.add.at(votes, (batch, columns.ravel()), voting.ravel())
             best = np.maximum(best, sims[:, 0])
         return votes, best
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.metrics import Metrics
-from service.registry.catalog import ensure_capabilities
+from service.registry.catalog import ensure_seed_dimensions
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
 from service.runtime import Runtime
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         runtime.embedder.embed_uncached(["warm-up query"])  # loads weights and kernels before traffic
         try:
             with runtime.transaction() as session:
-                ensure_capabilities(session, runtime.store, runtime.embedder)
+                ensure_seed_dimensions(session, runtime.store, runtime.embedder)
             runtime.reload_router()
         except (SQLAlchemyError, ResponseHandlingException, UnexpectedResponse) as exc:
             logger.error(

@@ -270,6 +270,36 @@ def presets_show() -> None:
 
 
 @app.command()
+def probe(
+    file: Annotated[Path, typer.Argument(help="JSON lines of {text, capability, domain}", exists=True)] = Path(
+        "data/probe/everyday_queries.jsonl"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """How often the query profile's top capability and domain agree with a labelled probe set."""
+    from dataclasses import asdict
+
+    from service.jobs.probe import domain_families, probe, read_probe
+    from service.store.readers import load_profiler
+
+    items = read_probe(file)
+    with _opened("probe") as runtime, runtime.sessions() as session:
+        profiler = load_profiler(session, runtime.store, runtime.settings)
+        report = probe(profiler, runtime.embedder.embed([i.text for i in items]), items, domain_families(session))
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+        return
+    typer.echo(
+        f"{report.items} queries: top-1 capability {report.capability_top1:.1%}; "
+        f"top-1 domain {report.domain_top1:.1%} of {report.in_domain_items} in-domain "
+        f"({report.in_domain_given_none:.1%} of them given no domain); "
+        f"'none' for {report.none_recognised:.1%} of {report.out_of_domain_items} out-of-domain"
+    )
+    for confusion, count in list(report.confusions.items())[:8]:
+        typer.echo(f"  {count:3d}  {confusion}")
+
+
+@app.command()
 def route(
     query: Annotated[str, typer.Argument(help="the user query")],
     cost_weight: Annotated[float | None, typer.Option("--lambda", help="cost/quality knob")] = None,
@@ -308,17 +338,36 @@ def evaluate(
         Path | None, typer.Option(help="file of newly released models, one a line", exists=True)
     ] = None,
     seed: Annotated[int, typer.Option(help="seed for the split and the aptitude test")] = 0,
+    onboarding_sweep: Annotated[
+        bool,
+        typer.Option(
+            "--onboarding-sweep",
+            help="instead: onboard every model in turn and random groups of 2-4 from aptitude answers alone",
+        ),
+    ] = False,
+    random_groups: Annotated[int, typer.Option(help="with --onboarding-sweep: how many random groups")] = 6,
 ) -> None:
     """Measure every router against random, best single, oracle and kNN on held-out queries."""
     from profiling.embedder import SentenceEmbedder
     from profiling.embedding_cache import CachedEmbedder
     from service.jobs.evaluate import EvaluationError
     from service.jobs.evaluate import evaluate as run_evaluation
+    from service.jobs.onboarding import onboarding_sweep as run_sweep
 
     settings = Settings()
     embedder = CachedEmbedder(
         SentenceEmbedder(settings.device, settings.embed_batch_size), settings.embedding_cache_dir
     )
+    if onboarding_sweep:
+        try:
+            run_sweep(
+                data, benchmark, out, settings, embedder, seed, random_groups, log=lambda x: typer.echo(x, err=True)
+            )
+        except (EvaluationError, DatasetError) as exc:
+            typer.echo(f"evaluate: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo((out / "onboarding.md").read_text())
+        return
 
     def lines(path: Path | None) -> list[str] | None:
         return None if path is None else [x.strip() for x in path.read_text().splitlines() if x.strip()]

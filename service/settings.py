@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     knn_shrinkage: float = Field(
         default=2.0, ge=0.0, description="similarity mass at which the kNN share is half of knn_weight"
     )
+    domain_min_similarity: float = Field(
+        default=0.0,
+        ge=-1.0,
+        le=1.0,
+        description="cosine similarity a domain exemplar needs to vote; a query farther from all of them gets no domain",
+    )
+    capability_min_similarity: float = Field(
+        default=0.0, ge=-1.0, le=1.0, description="the same for capability exemplars"
+    )
     exemplars_per_label: int = Field(default=64, ge=1, description="imported queries kept as exemplars per label")
     search_backend: Literal["snapshot", "qdrant"] = "snapshot"
     reranker_top_k: int = Field(default=8, ge=1, description="stage-1 candidates the Model-SAT scorer re-ranks")

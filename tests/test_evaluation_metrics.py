@@ -150,3 +150,64 @@ def test_test_ids_choose_the_test_set_and_incomplete_queries_are_dropped(tmp_pat
 
     with pytest.raises(EvaluationError, match="--test-ids"):
         split_family(family, seed=0, test_ids={"not-a-query"})
+
+
+def test_held_out_choices_are_each_model_then_distinct_random_groups() -> None:
+    from service.jobs.onboarding import held_out_choices
+
+    models = [f"m{i}" for i in range(6)]
+    choices = held_out_choices(models, random_groups=5, seed=1)
+    assert choices[:6] == [[m] for m in models]
+    groups = choices[6:]
+    assert len(groups) == 5 and len({tuple(g) for g in groups}) == 5
+    assert all(2 <= len(g) <= 4 and len(set(g)) == len(g) for g in groups)
+    assert choices == held_out_choices(models, random_groups=5, seed=1)
+    assert held_out_choices(["a", "b", "c"], random_groups=3, seed=0) == [["a"], ["b"], ["c"]]  # two must stay
+
+
+def test_onboarding_sweep_reports_every_choice_against_full_information(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import gzip
+
+    from profiling.dataset import read_family
+    from profiling.embedding_cache import CachedEmbedder
+    from profiling.evaluation import oracle_choice
+    from service.jobs.evaluate import split_family
+    from service.jobs.onboarding import onboarding_sweep
+    from service.settings import Settings
+    from tests.conftest import csv_rows, shared_family, small_family
+
+    folder = small_family(tmp_path / "data", shared_family("zeroeval"), 240)
+    keep = [m["model"] for m in csv_rows(folder / "models.csv")][:4]
+    for name, rows in (
+        ("models.csv", [m for m in csv_rows(folder / "models.csv") if m["model"] in keep]),
+        ("outcomes.csv.gz", [o for o in csv_rows(folder / "outcomes.csv.gz") if o["model"] in keep]),
+    ):
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(folder / name, "wt", newline="") as handle:  # type: ignore[operator]
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    embedder = CachedEmbedder(HashEmbedder(), tmp_path / "cache")
+    settings = Settings(data_dir=tmp_path / "run")
+    report = onboarding_sweep(
+        tmp_path / "data", "zeroeval", tmp_path / "out", settings, embedder, seed=0, random_groups=2,
+        log=lambda _: None, progress=False,
+    )  # fmt: skip
+    choices = [row["new_models"] for row in report["choices"]]
+    assert choices[:4] == [[m] for m in keep] and len(choices) == 6
+    split = split_family(read_family(folder), 0, None)
+    outcomes, costs = split.outcomes[split.test_rows], split.costs[split.test_rows]
+    oracle = oracle_choice(outcomes, costs)
+    for row in report["choices"]:
+        columns = [split.models.index(m) for m in row["new_models"]]
+        assert row["oracle_share_to_new_models"] == pytest.approx(np.isin(oracle, columns).mean())
+        assert row["gap_points"] == pytest.approx(
+            (report["full_information_accuracy"] - row["aptitude_only_accuracy"]) * 100
+        )
+        assert 0.0 <= row["share_routed_to_new_models"] <= 1.0
+    gaps = [row["gap_points"] for row in report["choices"]]
+    assert report["mean_gap_points"] == pytest.approx(np.mean(gaps))
+    assert report["worst_gap_points"] == max(gaps)
+    assert "worst" in (tmp_path / "out" / "onboarding.md").read_text()

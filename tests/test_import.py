@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiling.dataset import DatasetError
 from profiling.embedding_cache import CachedEmbedder
+from profiling.labels import readable_label
 from service.registry.importer import import_data
 from service.settings import Settings
 from service.store.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel, ProfileScore
@@ -47,8 +48,14 @@ def test_import_real_family_matches_the_files_and_is_idempotent(
         assert first["eval_queries"] == len(queries)
         assert first["eval_records"] == len(outcomes)
         labels = {q["domain"] for q in queries} | {q["subject"] for q in queries}
-        domains = set(session.scalars(select(Dimension.name).where(Dimension.kind == "domain")))
-        assert labels <= domains
+        domains = dict(
+            session.execute(select(Dimension.name, Dimension.description).where(Dimension.kind == "domain")).all()
+        )
+        assert {readable_label(label) for label in labels} <= set(domains)  # readable names, not benchmark labels
+        assert "grade school math word problems" in domains and "gsm" not in domains
+        assert "'gsm'" in domains["grade school math word problems"]  # the source label is kept in the description
+        providers = dict(session.execute(select(LlmModel.name, LlmModel.provider)).all())
+        assert {m["model"]: m["provider"] or None for m in models} == providers
         assert session.scalar(select(func.count()).where(Dimension.kind == "capability")) == 7
         assert first["profile_scores"] > 0
         one = outcomes[0]

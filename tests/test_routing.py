@@ -125,6 +125,14 @@ def test_candidates_and_max_cost_are_respected(routed) -> None:  # type: ignore[
     excluded = _route(client, query=MATH_QUERIES[0], exclude_models=[everyone[0]["model"]])
     assert excluded["model"] != everyone[0]["model"]
 
+    # providers come from models.csv at import, so excluding the chosen model's provider removes all its models
+    provider = {m["name"]: m["provider"] for m in client.get("/v1/models").json()}
+    top_provider = provider[everyone[0]["model"]]
+    assert top_provider
+    without = _route(client, query=MATH_QUERIES[0], exclude_providers=[top_provider], top_n=100)["alternatives"]
+    assert without and all(provider[a["model"]] != top_provider for a in without)
+    assert len(without) == len(everyone) - sum(p == top_provider for p in provider.values())
+
     impossible = client.post("/v1/route", json={"query": MATH_QUERIES[0], "max_cost": 1e-12})
     assert impossible.status_code == 422
     assert "max_cost" in impossible.json()["detail"]

@@ -27,14 +27,14 @@ import numpy as np
 from profiling.knn import OutcomeTable
 from profiling.model_sat import ModelSatConfig
 from service.registry.aptitude import build_test
-from service.registry.catalog import load_capability_seed
+from service.registry.catalog import load_dimension_seed
 from service.registry.checkpoints import activate, train_checkpoint
 from service.routing.engine import RouteOptions, RoutingEngine
 from service.routing.state import RouterState
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
 
-SHORT_QUERIES = [e for c in load_capability_seed()["capabilities"] for e in c["exemplars"]]
+SHORT_QUERIES = [e for c in load_dimension_seed()["capabilities"] for e in c["exemplars"]]
 
 
 def _percentiles(samples_s: list[float]) -> tuple[float, float]:

@@ -114,7 +114,7 @@ def training_family(split: Split, new_models: set[str], aptitude_rows: set[int])
     )
 
 
-def _estimates(
+def stage1_estimates(
     train: Family, split: Split, embedder: CachedEmbedder, settings: Settings, test_vectors: npt.NDArray[np.float32]
 ) -> Estimates:
     """Train a scratch capprof on `train` and estimate every (test query, model) pair, in the split's model order."""
@@ -235,7 +235,7 @@ def evaluate(
     log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude.item_rows)} items")
 
     log("training capprof (stage 1) on the training rows ...")
-    est = _estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
+    est = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
     log("training the Model-SAT scorer ...")
     p_sat, trust, sat_metrics = train_sat(
         split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
@@ -290,7 +290,7 @@ def evaluate(
     onboarding = None
     if new:
         log("training capprof again with the new models' full training outcomes ...")
-        full = _estimates(training_family(split, set(), set()), split, embedder, settings, test_vectors)
+        full = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, test_vectors)
         everyone = list(range(len(split.models)))
         full_sat, full_trust, _ = train_sat(
             split, aptitude, vectors, embedder, everyone, seed, settings.device, settings.reranker_novelty_scale

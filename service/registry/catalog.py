@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from profiling.embedder import text_hash
 from profiling.embedding_cache import CachedEmbedder
 from profiling.model_profile import record_values
+from profiling.query_profile import CAPABILITY, DOMAIN
 from service.errors import ConflictError, NotFoundError
 from service.registry.profiles import RecordChange, apply_record_changes, refresh_model_stats, store_query_profiles
 from service.settings import Settings
@@ -26,10 +27,10 @@ from service.store.readers import load_profiler
 from service.store.upsert import upsert
 from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
-SEED_FILE = "capabilities.v1.json"
+SEED_FILE = "dimensions.v2.json"
 
 
-def load_capability_seed() -> dict[str, Any]:
+def load_dimension_seed() -> dict[str, Any]:
     return json.loads(resources.files("service.seed_data").joinpath(SEED_FILE).read_text("utf-8"))
 
 
@@ -54,16 +55,19 @@ def write_exemplars(
     return len(rows)
 
 
-def ensure_capabilities(session: Session, store: VectorStore, embedder: CachedEmbedder) -> int:
-    """Seeds the seven capabilities and their exemplars; idempotent. Returns exemplars added."""
+def ensure_seed_dimensions(session: Session, store: VectorStore, embedder: CachedEmbedder) -> int:
+    """Seeds the seven capabilities and the common domains with everyday exemplars; idempotent (a dimension of the
+    same name, seeded or imported, gets the exemplars it lacks). Returns exemplars added."""
     added = 0
-    for item in load_capability_seed()["capabilities"]:
-        dimension = session.scalar(select(Dimension).where(Dimension.name == item["name"]))
-        if dimension is None:
-            dimension = Dimension(kind="capability", name=item["name"], description=item["description"], source="seed")
-            session.add(dimension)
-            session.flush()
-        added += write_exemplars(session, store, embedder, dimension, item["exemplars"])
+    seed = load_dimension_seed()
+    for kind, key in ((CAPABILITY, "capabilities"), (DOMAIN, "domains")):
+        for item in seed.get(key, []):
+            dimension = session.scalar(select(Dimension).where(Dimension.name == item["name"]))
+            if dimension is None:
+                dimension = Dimension(kind=kind, name=item["name"], description=item["description"], source="seed")
+                session.add(dimension)
+                session.flush()
+            added += write_exemplars(session, store, embedder, dimension, item["exemplars"])
     return added
 
 

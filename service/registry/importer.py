@@ -15,7 +15,8 @@ from tqdm import tqdm
 from profiling.dataset import Family, find_families, read_family
 from profiling.embedder import Vectors, text_hash
 from profiling.embedding_cache import CachedEmbedder
-from service.registry.catalog import ensure_capabilities, write_exemplars
+from profiling.labels import readable_label
+from service.registry.catalog import ensure_seed_dimensions, write_exemplars
 from service.registry.profiles import rebuild_profiles
 from service.settings import Settings
 from service.store.orm import Dimension, EvalQuery, EvalRecord, LlmModel
@@ -41,13 +42,39 @@ def _exemplar_order(query_id: str) -> str:
     return hashlib.sha256(query_id.encode()).hexdigest()
 
 
-def _label_exemplars(family: Family, per_label: int) -> dict[str, list[str]]:
-    """Up to `per_label` query texts for each domain label and each subject label."""
-    by_label: dict[str, list[tuple[str, str]]] = defaultdict(list)
+def _label_exemplars(family: Family, per_label: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Up to `per_label` query texts for each domain and subject, by readable name (labels that read the same,
+    like `physics` and `stemez-Physics`, are one domain), and the source labels behind each name."""
+    by_name: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    sources: dict[str, set[str]] = defaultdict(set)
     for q in family.queries:
-        for label in sorted({q.domain, q.subject} - {""}):  # sorted: set order varies between processes
-            by_label[label].append((_exemplar_order(q.query_id), q.text))
-    return {label: [t for _, t in sorted(items)[:per_label]] for label, items in by_label.items()}
+        names = {readable_label(label): label for label in sorted({q.domain, q.subject} - {""})}
+        for name in sorted(names):  # sorted: set order varies between processes
+            by_name[name].append((_exemplar_order(q.query_id), q.text))
+            sources[name].add(names[name])
+    exemplars = {name: [t for _, t in sorted(items)[:per_label]] for name, items in by_name.items()}
+    return exemplars, {name: sorted(labels) for name, labels in sources.items()}
+
+
+def _domain(session: Session, family: Family, name: str, labels: list[str]) -> Dimension:
+    """The domain dimension for a readable name; one imported earlier under a raw label is renamed, not doubled."""
+    dimension = session.scalar(select(Dimension).where(Dimension.name == name))
+    if dimension is None:
+        dimension = session.scalar(
+            select(Dimension).where(
+                Dimension.name.in_(labels), Dimension.source == "import", Dimension.kind == "domain"
+            )
+        )
+        if dimension is not None:
+            dimension.name = name
+    if dimension is None:
+        dimension = Dimension(kind="domain", name=name, source="import", description="")
+        session.add(dimension)
+    if dimension.source == "import":  # a seeded domain keeps its own description
+        quoted = ", ".join(f"'{label}'" for label in labels)
+        dimension.description = f"{family.name} labels {quoted}"
+    session.flush()
+    return dimension
 
 
 def _write_family(
@@ -68,12 +95,13 @@ def _write_family(
                 "input_usd_per_mtok": m.input_usd_per_mtok,
                 "output_usd_per_mtok": m.output_usd_per_mtok,
                 "price_basis": m.price_basis,
+                "provider": m.provider,
                 "status": "active",
             }
             for m in family.models
         ],
         keys=("name",),
-        update=("input_usd_per_mtok", "output_usd_per_mtok", "price_basis"),
+        update=("input_usd_per_mtok", "output_usd_per_mtok", "price_basis", "provider"),
     )
     upsert(
         session,
@@ -126,14 +154,9 @@ def _write_family(
         [{"benchmark": benchmark_of[q.query_id], "domain": q.domain, "subject": q.subject} for q in family.queries],
     )
     added = 0
-    for label, texts in _label_exemplars(family, settings.exemplars_per_label).items():
-        dimension = session.scalar(select(Dimension).where(Dimension.name == label))
-        if dimension is None:
-            dimension = Dimension(
-                kind="domain", name=label, description=f"{family.name} label '{label}'", source="import"
-            )
-            session.add(dimension)
-            session.flush()
+    exemplars, labels = _label_exemplars(family, settings.exemplars_per_label)
+    for name, texts in exemplars.items():
+        dimension = _domain(session, family, name, labels[name])
         added += write_exemplars(session, store, embedder, dimension, texts)
     return added
 
@@ -176,7 +199,7 @@ def import_families(
     report.seconds_embedding = time.perf_counter() - started
 
     started = time.perf_counter()
-    report.exemplars_added += ensure_capabilities(session, store, embedder)
+    report.exemplars_added += ensure_seed_dimensions(session, store, embedder)
     for family, vectors in zip(families, embedded, strict=True):
         report.exemplars_added += _write_family(session, store, embedder, settings, family, vectors)
         report.families.append(family.name)

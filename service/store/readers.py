@@ -72,7 +72,14 @@ def load_profiler(session: Session, store: VectorStore, settings: Settings) -> Q
         columns = np.array([catalog.column(payloads[int(i)]["dimension_id"]) for i in part.ids], dtype=np.int64)
         searcher = searchable(settings, store, EXEMPLARS, part, {"kind": kind})
         exemplars[kind] = ExemplarSet(searcher, columns)  # type: ignore[arg-type]
-    return QueryProfiler(catalog, exemplars, settings.exemplar_top_k, settings.rank_decay, settings.max_dimensions)
+    return QueryProfiler(
+        catalog,
+        exemplars,
+        settings.exemplar_top_k,
+        settings.rank_decay,
+        settings.max_dimensions,
+        {"domain": settings.domain_min_similarity, "capability": settings.capability_min_similarity},
+    )
 
 
 @dataclass(frozen=True)
