@@ -8,7 +8,7 @@ import numpy.typing as npt
 ASSISTANT_SHARE = 0.5
 
 
-def turn_weights(roles: Sequence[str], decay: float = 0.5) -> npt.NDArray[np.float64]:
+def turn_weights(roles: Sequence[str], decay: float = 0.7) -> npt.NDArray[np.float64]:
     """Weight 1 for the last user turn, decay^steps for earlier turns, halved for non-user turns."""
     last_user = max((i for i, r in enumerate(roles) if r == "user"), default=len(roles) - 1)
     weights = np.zeros(len(roles))

@@ -20,12 +20,16 @@ class DimensionCatalog:
     ids: tuple[int, ...]
     names: tuple[str, ...]
     kinds: tuple[str, ...]
+    catch_all: tuple[bool, ...] = ()  # per column; empty = none is a catch-all
     kind_masks: dict[str, npt.NDArray[np.bool_]] = field(init=False, repr=False, compare=False)
+    catch_all_mask: npt.NDArray[np.bool_] = field(init=False, repr=False, compare=False)
     _column: dict[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_column", {d: i for i, d in enumerate(self.ids)})
         object.__setattr__(self, "kind_masks", {k: np.array([x == k for x in self.kinds], dtype=bool) for k in KINDS})
+        flags = self.catch_all or (False,) * len(self.ids)
+        object.__setattr__(self, "catch_all_mask", np.array(flags, dtype=bool).reshape(len(self.ids)))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -105,10 +109,15 @@ class QueryProfiler:
         return votes, best
 
     def weights(self, votes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Rank-decay weights per kind: each kind's kept dimensions sum to 1 (0 where a kind got no vote)."""
+        """Rank-decay weights per kind: each kind's kept dimensions sum to 1 (0 where a kind got no vote).
+
+        A catch-all dimension never gets weight; a query whose strongest vote of its kind is a catch-all gets
+        no dimension of that kind (an everyday question is about no knowledge domain).
+        """
         weights = np.zeros_like(votes)
         for kind in KINDS:
-            mask = self.catalog.kind_masks[kind]
+            catch = self.catalog.kind_masks[kind] & self.catalog.catch_all_mask
+            mask = self.catalog.kind_masks[kind] & ~catch
             if not mask.any():
                 continue
             cols = np.flatnonzero(mask)
@@ -120,6 +129,9 @@ class QueryProfiler:
             w = np.where(present, self._rank_weights[:keep], 0.0)
             total = w.sum(axis=1, keepdims=True)
             w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+            if catch.any():
+                caught = votes[:, catch].max(axis=1) >= kind_votes.max(axis=1)
+                w[caught] = 0.0
             rows = np.arange(len(votes))[:, None]
             weights[rows, cols[order]] = w
         return weights

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         default=2.0, ge=0.0, description="similarity mass at which the kNN share is half of knn_weight"
     )
     domain_min_similarity: float = Field(
-        default=0.0,
+        default=0.25,
         ge=-1.0,
         le=1.0,
         description="cosine similarity a domain exemplar needs to vote; a query farther from all of them gets no domain",

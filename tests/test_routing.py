@@ -185,6 +185,20 @@ def test_batch_size_is_capped(routed) -> None:  # type: ignore[no-untyped-def]
     assert "requests" in response.json()["detail"]
 
 
+def test_domains_are_readable_and_a_query_far_from_them_gets_none(routed) -> None:  # type: ignore[no-untyped-def]
+    client, _ = routed
+    loaded = {d["name"] for d in client.get("/v1/dimensions").json() if d["kind"] == "domain"}
+    assert "grade school math word problems" in loaded and "gsm" not in loaded
+    math = _route(client, query=MATH_QUERIES[0])["profile"]["domains"]
+    assert math and math[0]["name"] in {"mathematics", "grade school math word problems", "competition mathematics"}
+    # with only math and code data loaded, history is not pushed into math or code
+    history = _route(client, query="Which treaty ended the Thirty Years War?")["profile"]["domains"]
+    zeroeval_topics = {"mathematics", "grade school math word problems", "competition mathematics", "programming"}
+    assert not {d["name"] for d in history} & (zeroeval_topics | {"code execution reasoning"})
+    for everyday in ("Hello! How are you today?", "What should I cook for dinner tonight with chicken and rice?"):
+        assert _route(client, query=everyday)["profile"]["domains"] == [], everyday
+
+
 def test_explain_splits_the_score(routed) -> None:  # type: ignore[no-untyped-def]
     client, _ = routed
     decision = _route(client, query=CODE_QUERIES[0], explain=True, **{"lambda": 0.05})

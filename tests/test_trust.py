@@ -133,3 +133,67 @@ def test_gap_recovery_matches_a_hand_computed_router() -> None:
     assert recovery.apgr == pytest.approx(0.4 * 0.375 + 0.6 * 0.875, abs=1e-3)
     assert recovery.cpt50 == pytest.approx(0.4 * 0.5 / 0.75)
     assert recovery.cpt80 == pytest.approx(0.4 + 0.6 * (0.8 - 0.75) / 0.25)
+
+
+def _toy_profiler(min_similarity: dict[str, float] | None = None):  # type: ignore[no-untyped-def]
+    from profiling.query_profile import DimensionCatalog, ExemplarSet, QueryProfiler
+    from profiling.vector_index import VectorIndex
+
+    # columns: 0 coding, 1 reasoning (capabilities); 2 law, 3 history, 4 everyday topics (catch-all domain)
+    catalog = DimensionCatalog(
+        (10, 11, 20, 21, 22),
+        ("coding", "reasoning", "law", "history", "everyday topics"),
+        ("capability", "capability", "domain", "domain", "domain"),
+        (False, False, False, False, True),
+    )
+    eye = np.eye(8, dtype=np.float32)
+    capability = ExemplarSet(VectorIndex(np.array([1, 2]), eye[[0, 1]]), np.array([0, 1]))
+    domain = ExemplarSet(VectorIndex(np.array([3, 4, 5]), eye[[2, 3, 4]]), np.array([2, 3, 4]))
+    return QueryProfiler(catalog, {"capability": capability, "domain": domain}, 2, 0.7, 2, min_similarity)
+
+
+def _unit(*parts: tuple[int, float]) -> np.ndarray:
+    v = np.zeros(8, np.float32)
+    for i, x in parts:
+        v[i] = x
+    return v / np.linalg.norm(v)
+
+
+def test_a_query_nearest_the_catch_all_gets_no_domain() -> None:
+    profiler = _toy_profiler()
+    queries = np.stack([_unit((0, 1), (2, 0.8)), _unit((1, 1), (4, 0.9), (3, 0.3))])
+    weights, votes, nearest = profiler.profile_vectors(queries)
+    legal, everyday = (profiler.describe(weights[i], votes[i], float(nearest[i])) for i in range(2))
+    assert [d.name for d in legal.domains] == ["law"] and legal.capabilities[0].name == "coding"
+    assert everyday.domains == () and everyday.capabilities[0].name == "reasoning"
+    assert weights[:, 4].sum() == 0  # the catch-all never carries weight
+
+
+def test_a_query_far_from_every_domain_gets_none() -> None:
+    far = np.stack([_unit((0, 1), (2, 0.1), (6, 1.0))])  # barely related to law, nothing else
+    loose, strict = _toy_profiler(), _toy_profiler({"domain": 0.25})
+    assert [d.name for d in loose.describe(*_row(loose, far)).domains] == ["law"]
+    assert strict.describe(*_row(strict, far)).domains == ()
+    assert strict.describe(*_row(strict, far)).capabilities[0].name == "coding"
+
+
+def _row(profiler, vectors):  # type: ignore[no-untyped-def]
+    weights, votes, nearest = profiler.profile_vectors(vectors)
+    return weights[0], votes[0], float(nearest[0])
+
+
+def test_probe_counts_agreement_and_none() -> None:
+    from service.jobs.probe import ProbeItem, probe
+
+    profiler = _toy_profiler({"domain": 0.25})
+    items = [
+        ProbeItem("a contract question", "coding", "law"),  # capability wrong on purpose below
+        ProbeItem("a chat", "reasoning", "none"),
+        ProbeItem("a medical question", "reasoning", "health"),  # health is not loaded: counts as out of domain
+    ]
+    vectors = np.stack([_unit((1, 1), (2, 0.9)), _unit((1, 1), (4, 1.0)), _unit((1, 1), (3, 0.9))])
+    report = probe(profiler, vectors, items, {"law": {"law"}, "history": {"history"}})
+    assert report.capability_top1 == pytest.approx(2 / 3)
+    assert report.confusions == {"coding -> reasoning": 1}
+    assert (report.in_domain_items, report.domain_top1, report.in_domain_given_none) == (1, 1.0, 0.0)
+    assert (report.out_of_domain_items, report.none_recognised) == (2, 0.5)  # the medical one was called history

@@ -1,4 +1,4 @@
-"""operating points: the calibrated presets quality, balanced and economy
+"""operating points (the calibrated presets quality, balanced and economy) and catch-all domains
 
 Revision ID: 0006
 Revises: 0002
@@ -31,7 +31,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("name"),
     )
+    with op.batch_alter_table("dimensions") as batch:
+        batch.add_column(sa.Column("catch_all", sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("dimensions") as batch:
+        batch.drop_column("catch_all")
     op.drop_table("operating_points")

@@ -53,7 +53,10 @@ def read_probe(path: Path) -> list[ProbeItem]:
 def domain_families(session: Session) -> dict[str, set[str]]:
     """Loaded domain -> the dimension names that count as it: itself, and the subjects filed under it in the data."""
     families: dict[str, set[str]] = {
-        name: {name} for name in session.scalars(select(Dimension.name).where(Dimension.kind == DOMAIN))
+        name: {name}
+        for name in session.scalars(
+            select(Dimension.name).where(Dimension.kind == DOMAIN, Dimension.catch_all.is_(False))
+        )
     }
     for domain, subject in session.execute(select(EvalQuery.domain, EvalQuery.subject).distinct()):
         if not domain:

@@ -66,7 +66,8 @@ def ensure_seed_dimensions(session: Session, store: VectorStore, embedder: Cache
             if dimension is None:
                 dimension = Dimension(kind=kind, name=item["name"], description=item["description"], source="seed")
                 session.add(dimension)
-                session.flush()
+            dimension.catch_all = bool(item.get("catch_all", False))
+            session.flush()
             added += write_exemplars(session, store, embedder, dimension, item["exemplars"])
     return added
 

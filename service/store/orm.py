@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -18,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -69,6 +71,8 @@ class Dimension(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(20), default="api")
+    # A catch-all domain of everyday topics: a query nearest to it gets no domain instead of a wrong one.
+    catch_all: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     exemplars: Mapped[list["Exemplar"]] = relationship(
         back_populates="dimension", cascade="all, delete-orphan", passive_deletes=True

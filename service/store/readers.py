@@ -61,8 +61,15 @@ def searchable(
 
 def load_profiler(session: Session, store: VectorStore, settings: Settings) -> QueryProfiler:
     """Dimension catalog plus exemplar vectors (points of deleted dimensions are ignored)."""
-    dims = session.execute(select(Dimension.id, Dimension.name, Dimension.kind).order_by(Dimension.id)).all()
-    catalog = DimensionCatalog(tuple(d.id for d in dims), tuple(d.name for d in dims), tuple(d.kind for d in dims))
+    dims = session.execute(
+        select(Dimension.id, Dimension.name, Dimension.kind, Dimension.catch_all).order_by(Dimension.id)
+    ).all()
+    catalog = DimensionCatalog(
+        tuple(d.id for d in dims),
+        tuple(d.name for d in dims),
+        tuple(d.kind for d in dims),
+        tuple(bool(d.catch_all) for d in dims),
+    )
     index, payloads = store.snapshot(EXEMPLARS)
     kind_of = {d.id: d.kind for d in dims}
     exemplars = {}
