@@ -55,6 +55,22 @@ def choose(p_correct: Matrix, estimated_costs: Matrix, cost_weight: float) -> np
     return _argmax_cheapest(utility(p_correct, estimated_costs, cost_weight), estimated_costs)
 
 
+def reranked_p_correct(
+    stage1: Matrix,
+    stage2: Matrix,
+    estimated_costs: Matrix,
+    cost_weight: float,
+    top_k: int,
+    weight: float | Matrix,
+    rerankable: npt.NDArray[np.bool_] | None = None,
+) -> Matrix:
+    """The service's final P(correct): stage 1, with the stage-1 top-K by utility re-scored with the blended
+    estimate. `rerankable`: the models stage 2 can score (those with aptitude results; default all)."""
+    eligible = np.ones_like(stage1, dtype=bool) if rerankable is None else np.broadcast_to(rerankable, stage1.shape)
+    top = stage2_top_k(utility(stage1, estimated_costs, cost_weight), eligible, top_k)
+    return blend(stage1, stage2, top, weight)
+
+
 def choose_reranked(
     stage1: Matrix,
     stage2: Matrix,
@@ -64,12 +80,9 @@ def choose_reranked(
     weight: float | Matrix,
     rerankable: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """The service's two-stage choice: stage-1 top-K by utility re-scored with the blended estimate, then every
-    model (re-scored or not) compared on its final utility. `rerankable`: the models stage 2 can score (those
-    with aptitude results; default all)."""
-    eligible = np.ones_like(stage1, dtype=bool) if rerankable is None else np.broadcast_to(rerankable, stage1.shape)
-    top = stage2_top_k(utility(stage1, estimated_costs, cost_weight), eligible, top_k)
-    return _argmax_cheapest(utility(blend(stage1, stage2, top, weight), estimated_costs, cost_weight), estimated_costs)
+    """The service's two-stage choice: every model (re-scored or not) compared on its final utility."""
+    p_final = reranked_p_correct(stage1, stage2, estimated_costs, cost_weight, top_k, weight, rerankable)
+    return _argmax_cheapest(utility(p_final, estimated_costs, cost_weight), estimated_costs)
 
 
 def curve_of(

@@ -212,7 +212,8 @@ def _grouped_loss(
     return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
-def _fit_platt(logits: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[float, float]:
+def fit_platt(logits: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(scale, bias) of sigmoid(scale * logit + bias) fitted to outcomes y by maximum likelihood (Platt scaling)."""
     params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     x = torch.as_tensor(logits, dtype=torch.float64)
     t = torch.as_tensor(y, dtype=torch.float64)
@@ -306,7 +307,7 @@ def train_model_sat(
 
     logits_np = validation_logits()[val_known].double().cpu().numpy()
     y_np = val_targets[val_known].double().cpu().numpy()
-    calibration = _fit_platt(logits_np, y_np)
+    calibration = fit_platt(logits_np, y_np)
     raw = 1 / (1 + np.exp(-logits_np))
     calibrated = 1 / (1 + np.exp(-(logits_np * calibration[0] + calibration[1])))
     val_matrix = validation_logits().cpu().numpy()

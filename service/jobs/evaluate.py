@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy import select
 from tqdm import tqdm
 
 from profiling.aptitude import AptitudeTest, build_aptitude_test
+from profiling.calibration import calibrate, fit_probability_calibration, reliability
 from profiling.dataset import Family, OutcomeRow, read_family
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import (
@@ -36,13 +38,16 @@ from profiling.evaluation import (
     plain_knn,
     random_router,
     realised,
+    reranked_p_correct,
 )
 from profiling.evaluation import choose as choose_models
 from profiling.model_sat import ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
+from profiling.operating_points import choose_operating_points
 from service.registry.importer import import_families
 from service.routing.engine import Estimates
 from service.runtime import Runtime, upgrade_database
 from service.settings import Settings
+from service.store.orm import EvalQuery
 
 Matrix = npt.NDArray[np.float64]
 PLAIN_KNN_K = 100
@@ -114,10 +119,23 @@ def training_family(split: Split, new_models: set[str], aptitude_rows: set[int])
     )
 
 
+def sat_validation_rows(split: Split, seed: int) -> list[int]:
+    """Training rows Model-SAT never fits (it stops early and calibrates on them): presets and the calibration
+    of the final P(correct) are chosen on them too, never on test rows."""
+    return [i for i in split.train_rows if is_test(split.family.queries[i].query_id, seed + 1, 0.1)]
+
+
 def stage1_estimates(
-    train: Family, split: Split, embedder: CachedEmbedder, settings: Settings, test_vectors: npt.NDArray[np.float32]
-) -> Estimates:
-    """Train a scratch capprof on `train` and estimate every (test query, model) pair, in the split's model order."""
+    train: Family,
+    split: Split,
+    embedder: CachedEmbedder,
+    settings: Settings,
+    vectors: npt.NDArray[np.float32],
+    validation_rows: Sequence[int] = (),
+) -> tuple[Estimates, Estimates]:
+    """Train a scratch capprof on `train`; estimates for every (test query, model) pair, and for the validation
+    rows (training queries, each with its own outcome left out of its kNN neighbours), in the split's model
+    order."""
     with tempfile.TemporaryDirectory(prefix="capprof-eval-") as tmp:
         scratch = Settings(
             **{
@@ -133,19 +151,33 @@ def stage1_estimates(
         with runtime.transaction() as session:
             import_families(session, runtime.store, embedder, scratch, [train], progress=False)
         runtime.reload_router()
-        chars = np.array([len(split.family.queries[i].text) for i in split.test_rows], np.float64)
-        est = runtime.router.estimate(test_vectors, chars)
-        order = [runtime.router.state.models.names.index(m) for m in split.models]
+        router = runtime.router
+
+        def chars(rows: Sequence[int]) -> npt.NDArray[np.float64]:
+            return np.array([len(split.family.queries[i].text) for i in rows], np.float64)
+
+        est = router.estimate(vectors[split.test_rows], chars(split.test_rows))
+        with runtime.sessions() as session:
+            db_id = dict(session.execute(select(EvalQuery.external_id, EvalQuery.id)).all())
+        row_of = {int(q): r for r, q in enumerate(router.state.query_ids)}
+        rows = list(validation_rows)
+        own = np.array([row_of.get(db_id.get(split.family.queries[i].query_id, -1), -1) for i in rows], np.int64)
+        val = router.estimate(vectors[rows], chars(rows), own_rows=own)
+        order = [router.state.models.names.index(m) for m in split.models]
         runtime.store.close()
         runtime.db_engine.dispose()
-    return replace(
-        est,
-        p_profile=est.p_profile[:, order],
-        p_knn=est.p_knn[:, order],
-        knn_share=est.knn_share[:, order],
-        p_correct=est.p_correct[:, order],
-        costs=est.costs[:, order],
-    )
+
+    def reorder(e: Estimates) -> Estimates:
+        return replace(
+            e,
+            p_profile=e.p_profile[:, order],
+            p_knn=e.p_knn[:, order],
+            knn_share=e.knn_share[:, order],
+            p_correct=e.p_correct[:, order],
+            costs=e.costs[:, order],
+        )
+
+    return reorder(est), reorder(val)
 
 
 def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
@@ -168,14 +200,14 @@ def train_sat(
     seed: int,
     device: str,
     novelty_scale: float,
-) -> tuple[Matrix, Matrix, dict[str, float]]:
-    """Train Model-SAT on the training rows of `trained_models`: P(correct) for every test query and model, and the
-    scorer's trust per model (lower for models unlike the ones it was trained on), as the service computes it."""
+) -> tuple[Matrix, Matrix, Matrix, dict[str, float]]:
+    """Train Model-SAT on the training rows of `trained_models`: P(correct) for every (test query, model) and
+    (validation query, model), and the scorer's trust per model (lower for models unlike the ones it was trained
+    on), as the service computes it."""
     train = split.train_rows
     items = item_outcomes(split, aptitude)
-    validation = np.array(
-        [r for r, i in enumerate(train) if is_test(split.family.queries[i].query_id, seed + 1, 0.1)], np.int64
-    )
+    validation_rows = set(sat_validation_rows(split, seed))
+    validation = np.array([r for r, i in enumerate(train) if i in validation_rows], np.int64)
     sat, metrics = train_model_sat(
         vectors[train],
         split.outcomes[np.ix_(train, trained_models)],
@@ -186,8 +218,10 @@ def train_sat(
         validation_rows=validation,
     )
     model_vectors = aptitude_vectors(items)
-    p_sat = sat.predict(vectors[split.test_rows], sat.embed_models(model_vectors))
-    return p_sat, sat.trust(model_vectors, novelty_scale), metrics
+    embedded = sat.embed_models(model_vectors)
+    p_test = sat.predict(vectors[split.test_rows], embedded)
+    p_validation = sat.predict(vectors[sorted(validation_rows)], embedded)
+    return p_test, p_validation, sat.trust(model_vectors, novelty_scale), metrics
 
 
 def evaluate(
@@ -235,9 +269,12 @@ def evaluate(
     log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude.item_rows)} items")
 
     log("training capprof (stage 1) on the training rows ...")
-    est = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
+    validation_rows = sat_validation_rows(split, seed)
+    est, est_val = stage1_estimates(
+        training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors, validation_rows
+    )
     log("training the Model-SAT scorer ...")
-    p_sat, trust, sat_metrics = train_sat(
+    p_sat, p_sat_val, trust, sat_metrics = train_sat(
         split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
     )
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
@@ -290,9 +327,9 @@ def evaluate(
     onboarding = None
     if new:
         log("training capprof again with the new models' full training outcomes ...")
-        full = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, test_vectors)
+        full, _ = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, vectors)
         everyone = list(range(len(split.models)))
-        full_sat, full_trust, _ = train_sat(
+        full_sat, _, full_trust, _ = train_sat(
             split, aptitude, vectors, embedder, everyone, seed, settings.device, settings.reranker_novelty_scale
         )
         full_weight = settings.reranker_weight * full_trust
@@ -331,6 +368,9 @@ def evaluate(
         "test_ece": expected_calibration_error(p_sat[~np.isnan(outcomes)], outcomes[~np.isnan(outcomes)]),
         "train_seconds": sat_metrics["train_seconds"],
     }
+    report["presets"], report["final_calibration"] = validation_choices(
+        split, validation_rows, est_val, p_sat_val, est, p_sat, outcomes, costs, k, weight
+    )
     report["reranker"] = {
         "top_k": k,
         "weight": settings.reranker_weight,
@@ -341,7 +381,85 @@ def evaluate(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(report))
     plot_cost_quality(report, out / "cost_quality.png")
+    plot_reliability(report, out / "reliability.png")
     return report
+
+
+def validation_choices(
+    split: Split,
+    validation_rows: list[int],
+    est_val: Estimates,
+    p_sat_val: Matrix,
+    est: Estimates,
+    p_sat: Matrix,
+    outcomes: Matrix,
+    costs: Matrix,
+    top_k: int,
+    weight: Matrix,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a deployment picks on its validation queries, measured on the test queries: the presets (from the
+    validation cost-quality curve) and the Platt calibration of the final P(correct) at lambda 0."""
+    val_outcomes, val_costs = split.outcomes[validation_rows], split.costs[validation_rows]
+    complete = ~np.isnan(val_outcomes).any(axis=1) & ~np.isnan(val_costs).any(axis=1)
+    if complete.sum() < 2:
+        return {}, {}
+    p1, p2, c = est_val.p_correct[complete], p_sat_val[complete], est_val.costs[complete]
+    val_curve = curve_of(
+        lambda lam: choose_reranked(p1, p2, c, lam, top_k, weight), val_outcomes[complete], val_costs[complete]
+    )
+    presets = {}
+    for name, point in choose_operating_points(val_curve).items():
+        on_test = realised(
+            outcomes, costs, choose_reranked(est.p_correct, p_sat, est.costs, point.cost_weight, top_k, weight)
+        )
+        presets[name] = {
+            "lambda": point.cost_weight,
+            "validation_accuracy": point.accuracy,
+            "validation_cost_per_query": point.cost_per_query,
+            "test_accuracy": on_test.accuracy,
+            "test_cost_per_query": on_test.cost_per_query,
+        }
+    params = fit_probability_calibration(reranked_p_correct(p1, p2, c, 0.0, top_k, weight), val_outcomes[complete])
+    p_test = reranked_p_correct(est.p_correct, p_sat, est.costs, 0.0, top_k, weight)
+    known = ~np.isnan(outcomes)
+    calibrated = calibrate(p_test, params)
+    calibration = {
+        "validation_queries": int(complete.sum()),
+        "scale": params[0],
+        "bias": params[1],
+        "test_ece_raw": expected_calibration_error(p_test[known], outcomes[known]),
+        "test_ece_calibrated": expected_calibration_error(calibrated[known], outcomes[known]),
+        "reliability_raw": reliability(p_test, outcomes),
+        "reliability_calibrated": reliability(calibrated, outcomes),
+    }
+    return presets, calibration
+
+
+def plot_reliability(report: dict[str, Any], path: Path) -> None:
+    """Predicted P(correct) against observed accuracy on the test pairs, before and after calibration."""
+    calibration = report.get("final_calibration")
+    if not calibration:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for key, label in (("reliability_raw", "final P(correct)"), ("reliability_calibrated", "after Platt scaling")):
+        bins = calibration[key]
+        ece = calibration["test_ece_raw" if key.endswith("raw") else "test_ece_calibrated"]
+        ax.plot(
+            [b["predicted"] for b in bins], [b["observed"] for b in bins], marker="o", label=f"{label} (ECE {ece:.3f})"
+        )
+    ax.set_xlabel("predicted P(correct)")
+    ax.set_ylabel("observed accuracy")
+    ax.set_title(f"{report['benchmark']}: reliability on test (query, model) pairs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def literature_figures(
@@ -400,6 +518,28 @@ def markdown_report(report: dict[str, Any]) -> str:
         for name, row in literature.items():
             cpt = [f"{row[c]:.1%}" if row[c] is not None else "not reached" for c in ("cpt50", "cpt80")]
             lines.append(f"| {name} | {row['aiq']:.4f} | {row['apgr']:.3f} | {cpt[0]} | {cpt[1]} |")
+    presets = report.get("presets")
+    if presets:
+        lines += [
+            "",
+            "Presets picked on the validation queries (never the test ones), measured on the test queries:",
+            "",
+            "| preset | lambda | validation accuracy | test accuracy | test cost per query (USD) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, row in presets.items():
+            lines.append(
+                f"| {name} | {row['lambda']:g} | {row['validation_accuracy']:.4f} | {row['test_accuracy']:.4f} | "
+                f"{row['test_cost_per_query']:.6f} |"
+            )
+    calibration = report.get("final_calibration")
+    if calibration:
+        lines += [
+            "",
+            f"Final P(correct) at lambda 0: expected calibration error on the test pairs {calibration['test_ece_raw']:.4f}, "
+            f"{calibration['test_ece_calibrated']:.4f} after Platt scaling fitted on {calibration['validation_queries']} "
+            "validation queries (reliability.png).",
+        ]
     onboarding = report.get("onboarding")
     if onboarding:
         lines += [
@@ -431,6 +571,11 @@ def plot_cost_quality(report: dict[str, Any], path: Path) -> None:
         else:
             marker = {"best_single": "*", "oracle": "P", "random": "x"}.get(name, "o")
             ax.scatter(xs, ys, marker=marker, s=140, zorder=5, label=name)
+    for name, preset in report.get("presets", {}).items():
+        ax.scatter(preset["test_cost_per_query"], preset["test_accuracy"], marker="D", s=70, color="black", zorder=6)
+        ax.annotate(
+            name, (preset["test_cost_per_query"], preset["test_accuracy"]), textcoords="offset points", xytext=(6, -12)
+        )
     ax.set_xscale("log")
     ax.set_xlabel("cost per query (USD, log scale)")
     ax.set_ylabel("accuracy on held-out queries")

@@ -61,7 +61,6 @@ def onboarding_sweep(
     vectors = embedder.embed(texts)
     embedder.save()
     train, test = split.train_rows, split.test_rows
-    test_vectors = vectors[test]
     outcomes, costs = split.outcomes[test], split.costs[test]
     oracle_picks = oracle_choice(outcomes, costs)
     k = settings.reranker_top_k
@@ -72,8 +71,8 @@ def onboarding_sweep(
             [texts[i] for i in train], [subjects[i] for i in train], vectors[train], split.outcomes[np.ix_(train, old)]
         )
         aptitude_rows = {train[r] for r in aptitude.item_rows} if new else set()
-        est = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, test_vectors)
-        p_sat, trust, _ = train_sat(
+        est, _ = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors)
+        p_sat, _, trust, _ = train_sat(
             split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
         )
         return choose_reranked(est.p_correct, p_sat, est.costs, 0.0, k, settings.reranker_weight * trust)
