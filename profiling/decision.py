@@ -16,6 +16,7 @@ class Contribution:
     knn: float
     cost: float
     reranker: float = 0.0
+    calibration: float = 0.0  # what the calibration of P(correct) added (or took away)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from service.registry.aptitude import build_test
 from service.registry.checkpoints import activate, train_checkpoint
 from service.registry.importer import import_data
 from service.runtime import Runtime, upgrade_database
+from service.store.orm import ProbabilityCalibration
 from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_family, small_family
 
@@ -172,6 +173,9 @@ def test_presets_are_calibrated_monotone_and_used_by_default(trained: Runtime) -
         with pytest.raises(CalibrationError, match="validation queries"):
             calibrate_presets(session, trained.store, trained.router, min_queries=10_000)
         chosen = calibrate_presets(session, trained.store, trained.router, min_queries=10)
+    with trained.sessions() as session:
+        fitted = session.get(ProbabilityCalibration, "final_p_correct")
+        assert fitted is not None and fitted.validation_pairs > 0 and fitted.scale > 0
     costs = [chosen[name].cost_per_query for name in ("economy", "balanced", "quality")]
     assert costs == sorted(costs)
     assert chosen["quality"].accuracy >= chosen["balanced"].accuracy - 1e-9 >= chosen["economy"].accuracy - 1e-9
@@ -185,6 +189,12 @@ def test_presets_are_calibrated_monotone_and_used_by_default(trained: Runtime) -
         assert default["preset"] == "balanced" and default["lambda"] == listed["balanced"]["lambda"]
         economy = client.post("/v1/route", json={**query, "preset": "economy"}).json()
         assert economy["preset"] == "economy" and economy["lambda"] == listed["economy"]["lambda"]
+        explained = client.post("/v1/route", json={**query, "explain": True}).json()
+        best = explained["alternatives"][0]
+        parts = explained["contributions"][best["model"]]
+        assert parts["calibration"] != 0.0  # P(correct) is calibrated now, and the explanation says by how much
+        total = sum(parts["dimensions"].values()) + parts["knn"] + parts["reranker"] + parts["cost"]
+        assert total + parts["calibration"] == pytest.approx(best["score"], abs=1e-6)
         explicit = client.post("/v1/route", json={**query, "lambda": 0.25}).json()
         assert explicit["preset"] is None and explicit["lambda"] == 0.25
         both = client.post("/v1/route", json={**query, "lambda": 1, "preset": "economy"})

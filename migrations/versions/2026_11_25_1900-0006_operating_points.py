@@ -1,4 +1,4 @@
-"""operating points (the calibrated presets quality, balanced and economy) and catch-all domains
+"""operating points (the calibrated presets), the calibration of P(correct), and catch-all domains
 
 Revision ID: 0006
 Revises: 0002
@@ -31,6 +31,17 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("name"),
     )
+    op.create_table(
+        "probability_calibrations",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("scale", sa.Float(), nullable=False),
+        sa.Column("bias", sa.Float(), nullable=False),
+        sa.Column("validation_pairs", sa.Integer(), nullable=False),
+        sa.Column("ece_before", sa.Float(), nullable=False),
+        sa.Column("ece_after", sa.Float(), nullable=False),
+        sa.Column("fitted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
     with op.batch_alter_table("dimensions") as batch:
         batch.add_column(sa.Column("catch_all", sa.Boolean(), server_default=sa.false(), nullable=False))
 
@@ -38,4 +49,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("dimensions") as batch:
         batch.drop_column("catch_all")
+    op.drop_table("probability_calibrations")
     op.drop_table("operating_points")

@@ -171,6 +171,7 @@ class ContributionOut(BaseModel):
     knn: float
     reranker: float
     cost: float
+    calibration: float = Field(default=0.0, description="what the calibration of P(correct) added or took away")
 
 
 class RouteResponse(BaseModel):
@@ -227,7 +228,9 @@ def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
         contributions=None
         if decision.contributions is None
         else {
-            m: ContributionOut(dimensions=c.dimensions, knn=c.knn, reranker=c.reranker, cost=c.cost)
+            m: ContributionOut(
+                dimensions=c.dimensions, knn=c.knn, reranker=c.reranker, cost=c.cost, calibration=c.calibration
+            )
             for m, c in decision.contributions.items()
         },
         reranker_version=decision.reranker_version,

@@ -1,8 +1,11 @@
-"""`capprof presets calibrate`: the deployment's operating points, from its own validation queries.
+"""`capprof presets calibrate`: the deployment's operating points and the calibration of its final P(correct),
+from its own validation queries.
 
 The validation queries are the re-ranker's (never fitted by Model-SAT). Stage 1 estimates them with the live
 routing state, each query's own outcome left out of its kNN neighbours; the realised accuracy and cost of each
-lambda's choices give the curve the presets are picked from (profiling/operating_points.py).
+lambda's choices give the curve the presets are picked from (profiling/operating_points.py). Platt scaling of
+the final P(correct) is fitted on the same queries first, so the presets are picked with calibrated estimates,
+as the service will route with them.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from profiling.evaluation import DEFAULT_LAMBDAS, CurvePoint, choose, choose_reranked, curve_of, is_test
+from profiling.calibration import calibrate, fit_probability_calibration
+from profiling.evaluation import CurvePoint, choose, curve_of, is_test, reranked_p_correct
+from profiling.model_sat import expected_calibration_error
 from profiling.operating_points import choose_operating_points
 from service.registry.checkpoints import VALIDATION_SEED, VALIDATION_SHARE
 from service.routing.engine import RoutingEngine
-from service.store.orm import EvalQuery, OperatingPoint
-from service.store.readers import load_records, outcome_matrix
+from service.store.orm import EvalQuery, OperatingPoint, ProbabilityCalibration
+from service.store.readers import FINAL_P_CORRECT, load_records, outcome_matrix
 from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 MIN_VALIDATION_QUERIES = 20
@@ -61,17 +66,20 @@ def calibrate_presets(
     est = router.estimate(vectors, chars, own_rows=own_rows)
     realised_costs = np.where(np.isnan(actual_costs[keep]), est.costs, actual_costs[keep])
     stage2 = state.stage2
-    if stage2 is None:
-        curve = curve_of(lambda lam: choose(est.p_correct, est.costs, lam), outcomes[keep], realised_costs)
-    else:
-        p_sat = stage2.scorer.predict(vectors, stage2.model_embeddings)
+    p_sat = stage2.scorer.predict(vectors, stage2.model_embeddings) if stage2 is not None else None
+
+    def final_p(lam: float) -> np.ndarray:
+        if stage2 is None or p_sat is None:
+            return est.p_correct
         weight = router.reranker_shares(stage2)
         top_k = router.settings.reranker_top_k
+        return reranked_p_correct(est.p_correct, p_sat, est.costs, lam, top_k, weight, stage2.has_aptitude)
 
-        def chooser(lam: float) -> np.ndarray:
-            return choose_reranked(est.p_correct, p_sat, est.costs, lam, top_k, weight, stage2.has_aptitude)
-
-        curve = curve_of(chooser, outcomes[keep], realised_costs, DEFAULT_LAMBDAS)
+    known = outcomes[keep]
+    raw = final_p(0.0)
+    params = fit_probability_calibration(raw, known)
+    store_probability_calibration(session, params, raw, known)
+    curve = curve_of(lambda lam: choose(calibrate(final_p(lam), params), est.costs, lam), known, realised_costs)
     chosen = choose_operating_points(curve)
     session.execute(delete(OperatingPoint))
     now = datetime.now(UTC)
@@ -89,3 +97,17 @@ def calibrate_presets(
         )
     session.flush()
     return chosen
+
+
+def store_probability_calibration(
+    session: Session, params: tuple[float, float], p: np.ndarray, outcomes: np.ndarray
+) -> None:
+    """Replaces the stored Platt scaling; the calibration errors are measured on the validation pairs."""
+    known = ~np.isnan(outcomes)
+    row = session.get(ProbabilityCalibration, FINAL_P_CORRECT) or ProbabilityCalibration(name=FINAL_P_CORRECT)
+    row.scale, row.bias = params
+    row.validation_pairs = int(known.sum())
+    row.ece_before = expected_calibration_error(p[known], outcomes[known])
+    row.ece_after = expected_calibration_error(calibrate(p, params)[known], outcomes[known])
+    row.fitted_at = datetime.now(UTC)
+    session.add(row)

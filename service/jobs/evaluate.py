@@ -278,13 +278,18 @@ def evaluate(
         split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
     )
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
+    validation = ValidationSet.of(split, validation_rows, est_val, p_sat_val)
+    # the service routes with P(correct) calibrated on its validation queries: so does the harness
+    p_params = validation.fit_calibration(k, weight)
     knn_p, knn_cost = plain_knn(test_vectors, vectors[train], split.outcomes[train], split.costs[train], PLAIN_KNN_K)
     choosers: dict[str, Callable[[float], npt.NDArray[np.int64]]] = {
         f"plain_knn_k{PLAIN_KNN_K}": lambda lam: choose_models(np.nan_to_num(knn_p), knn_cost, lam),
         "knn": lambda lam: choose_models(est.p_knn, est.costs, lam),
         "profile": lambda lam: choose_models(est.p_profile, est.costs, lam),
         "sat": lambda lam: choose_models(p_sat, est.costs, lam),
-        "capprof": lambda lam: choose_reranked(est.p_correct, p_sat, est.costs, lam, k, weight),
+        "capprof": lambda lam: choose_models(
+            calibrate(reranked_p_correct(est.p_correct, p_sat, est.costs, lam, k, weight), p_params), est.costs, lam
+        ),
     }
 
     train_outcomes = split.outcomes[split.train_rows]
@@ -368,9 +373,8 @@ def evaluate(
         "test_ece": expected_calibration_error(p_sat[~np.isnan(outcomes)], outcomes[~np.isnan(outcomes)]),
         "train_seconds": sat_metrics["train_seconds"],
     }
-    report["presets"], report["final_calibration"] = validation_choices(
-        split, validation_rows, est_val, p_sat_val, est, p_sat, outcomes, costs, k, weight
-    )
+    report["presets"] = validation.presets(choosers["capprof"], p_params, outcomes, costs, k, weight)
+    report["final_calibration"] = validation.calibration_report(p_params, est, p_sat, outcomes, k, weight)
     report["reranker"] = {
         "top_k": k,
         "weight": settings.reranker_weight,
@@ -385,54 +389,87 @@ def evaluate(
     return report
 
 
-def validation_choices(
-    split: Split,
-    validation_rows: list[int],
-    est_val: Estimates,
-    p_sat_val: Matrix,
-    est: Estimates,
-    p_sat: Matrix,
-    outcomes: Matrix,
-    costs: Matrix,
-    top_k: int,
-    weight: Matrix,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a deployment picks on its validation queries, measured on the test queries: the presets (from the
-    validation cost-quality curve) and the Platt calibration of the final P(correct) at lambda 0."""
-    val_outcomes, val_costs = split.outcomes[validation_rows], split.costs[validation_rows]
-    complete = ~np.isnan(val_outcomes).any(axis=1) & ~np.isnan(val_costs).any(axis=1)
-    if complete.sum() < 2:
-        return {}, {}
-    p1, p2, c = est_val.p_correct[complete], p_sat_val[complete], est_val.costs[complete]
-    val_curve = curve_of(
-        lambda lam: choose_reranked(p1, p2, c, lam, top_k, weight), val_outcomes[complete], val_costs[complete]
-    )
-    presets = {}
-    for name, point in choose_operating_points(val_curve).items():
-        on_test = realised(
-            outcomes, costs, choose_reranked(est.p_correct, p_sat, est.costs, point.cost_weight, top_k, weight)
+@dataclass(frozen=True)
+class ValidationSet:
+    """What a deployment knows of its validation queries (complete rows only): it picks its presets and the
+    calibration of its final P(correct) there, never on test rows."""
+
+    outcomes: Matrix
+    costs: Matrix
+    stage1: Matrix
+    stage2: Matrix
+    estimated_costs: Matrix
+
+    @classmethod
+    def of(cls, split: Split, rows: list[int], est_val: Estimates, p_sat_val: Matrix) -> ValidationSet:
+        outcomes, costs = split.outcomes[rows], split.costs[rows]
+        complete = ~np.isnan(outcomes).any(axis=1) & ~np.isnan(costs).any(axis=1)
+        return cls(
+            outcomes[complete], costs[complete], est_val.p_correct[complete], p_sat_val[complete],
+            est_val.costs[complete],
+        )  # fmt: skip
+
+    def final_p(self, cost_weight: float, top_k: int, weight: Matrix) -> Matrix:
+        return reranked_p_correct(self.stage1, self.stage2, self.estimated_costs, cost_weight, top_k, weight)
+
+    def fit_calibration(self, top_k: int, weight: Matrix) -> tuple[float, float] | None:
+        if len(self.outcomes) < 2:
+            return None
+        return fit_probability_calibration(self.final_p(0.0, top_k, weight), self.outcomes)
+
+    def presets(
+        self,
+        test_chooser: Callable[[float], npt.NDArray[np.int64]],
+        params: tuple[float, float] | None,
+        outcomes: Matrix,
+        costs: Matrix,
+        top_k: int,
+        weight: Matrix,
+    ) -> dict[str, dict[str, float]]:
+        """The presets picked on the validation curve, and what each gives on the test queries."""
+        if len(self.outcomes) < 2:
+            return {}
+        curve = curve_of(
+            lambda lam: choose_models(calibrate(self.final_p(lam, top_k, weight), params), self.estimated_costs, lam),
+            self.outcomes,
+            self.costs,
         )
-        presets[name] = {
-            "lambda": point.cost_weight,
-            "validation_accuracy": point.accuracy,
-            "validation_cost_per_query": point.cost_per_query,
-            "test_accuracy": on_test.accuracy,
-            "test_cost_per_query": on_test.cost_per_query,
+        picked = {}
+        for name, point in choose_operating_points(curve).items():
+            on_test = realised(outcomes, costs, test_chooser(point.cost_weight))
+            picked[name] = {
+                "lambda": point.cost_weight,
+                "validation_accuracy": point.accuracy,
+                "validation_cost_per_query": point.cost_per_query,
+                "test_accuracy": on_test.accuracy,
+                "test_cost_per_query": on_test.cost_per_query,
+            }
+        return picked
+
+    def calibration_report(
+        self,
+        params: tuple[float, float] | None,
+        est: Estimates,
+        p_sat: Matrix,
+        outcomes: Matrix,
+        top_k: int,
+        weight: Matrix,
+    ) -> dict[str, Any]:
+        """Calibration error of the final P(correct) at lambda 0 on the test pairs, before and after scaling."""
+        if params is None:
+            return {}
+        p_test = reranked_p_correct(est.p_correct, p_sat, est.costs, 0.0, top_k, weight)
+        calibrated = calibrate(p_test, params)
+        known = ~np.isnan(outcomes)
+        return {
+            "validation_queries": len(self.outcomes),
+            "scale": params[0],
+            "bias": params[1],
+            "test_ece_raw": expected_calibration_error(p_test[known], outcomes[known]),
+            "test_ece_calibrated": expected_calibration_error(calibrated[known], outcomes[known]),
+            "reliability_raw": reliability(p_test, outcomes),
+            "reliability_calibrated": reliability(calibrated, outcomes),
         }
-    params = fit_probability_calibration(reranked_p_correct(p1, p2, c, 0.0, top_k, weight), val_outcomes[complete])
-    p_test = reranked_p_correct(est.p_correct, p_sat, est.costs, 0.0, top_k, weight)
-    known = ~np.isnan(outcomes)
-    calibrated = calibrate(p_test, params)
-    calibration = {
-        "validation_queries": int(complete.sum()),
-        "scale": params[0],
-        "bias": params[1],
-        "test_ece_raw": expected_calibration_error(p_test[known], outcomes[known]),
-        "test_ece_calibrated": expected_calibration_error(calibrated[known], outcomes[known]),
-        "reliability_raw": reliability(p_test, outcomes),
-        "reliability_calibrated": reliability(calibrated, outcomes),
-    }
-    return presets, calibration
 
 
 def plot_reliability(report: dict[str, Any], path: Path) -> None:

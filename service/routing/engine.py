@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from profiling.calibration import calibrate
 from profiling.decision import Contribution, Decision
 from profiling.knn import knn_estimate
 from profiling.model_profile import COST_UNIT, profile_estimate
@@ -179,7 +180,8 @@ class RoutingEngine:
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
             mask = allowed(state.models, opts.constraints, est.costs[one])
-            p_final, _, p_sat = self._stage2(est, vectors, row, opts, mask)
+            p_blended, _, p_sat = self._stage2(est, vectors, row, opts, mask)
+            p_final = calibrate(p_blended, state.p_calibration)
             ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
             decisions.append(
@@ -189,7 +191,9 @@ class RoutingEngine:
                     alternatives=ranked,
                     profile=profile,
                     cost_weight=opts.cost_weight,
-                    contributions=self._explain(est, row, [a.model for a in ranked], opts.cost_weight, p_sat)
+                    contributions=self._explain(
+                        est, row, [a.model for a in ranked], opts.cost_weight, p_sat, (p_final - p_blended)[0]
+                    )
                     if opts.explain
                     else None,
                     reranker_version=state.stage2.version if state.stage2 is not None and p_sat else None,
@@ -199,7 +203,13 @@ class RoutingEngine:
         return decisions
 
     def _explain(
-        self, est: Estimates, row: int, models: list[str], cost_weight: float, p_sat: dict[int, float]
+        self,
+        est: Estimates,
+        row: int,
+        models: list[str],
+        cost_weight: float,
+        p_sat: dict[int, float],
+        calibration: npt.NDArray[np.float64],
     ) -> dict[str, Contribution]:
         state = self.state
         catalog = state.profiler.catalog
@@ -221,5 +231,6 @@ class RoutingEngine:
                 knn=float(stage1_share * est.knn_share[row, m] * est.p_knn[row, m]),
                 cost=float(-cost_weight * COST_UNIT * cost),
                 reranker=float(shares[m] * p_sat[m]) if m in p_sat else 0.0,
+                calibration=float(calibration[m]),
             )
         return result

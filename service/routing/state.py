@@ -19,6 +19,7 @@ from service.store.orm import LlmModel, ProfileScore
 from service.store.readers import (
     NearestIndex,
     load_operating_points,
+    load_probability_calibration,
     load_profiler,
     load_records,
     outcome_matrix,
@@ -42,6 +43,7 @@ class RouterState:
     query_ids: npt.NDArray[np.int64]  # the evaluated query behind each row of `outcomes`
     stage2: Stage2 | None = None
     presets: dict[str, float] = field(default_factory=dict)  # calibrated operating points, name -> lambda
+    p_calibration: tuple[float, float] | None = None  # Platt scaling of the final P(correct)
 
 
 def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
@@ -89,4 +91,5 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
         evaluated_queries=len(index),
         query_ids=index.ids,
         presets=load_operating_points(session),
+        p_calibration=load_probability_calibration(session),
     )

@@ -268,3 +268,17 @@ class OperatingPoint(Base):
     validation_queries: Mapped[int] = mapped_column(Integer)
     calibrated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     curve: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+
+
+class ProbabilityCalibration(Base):
+    """Platt scaling of the final P(correct), fitted on validation queries with the operating points."""
+
+    __tablename__ = "probability_calibrations"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scale: Mapped[float] = mapped_column(Float)
+    bias: Mapped[float] = mapped_column(Float)
+    validation_pairs: Mapped[int] = mapped_column(Integer)
+    ece_before: Mapped[float] = mapped_column(Float)
+    ece_after: Mapped[float] = mapped_column(Float)
+    fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

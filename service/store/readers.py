@@ -23,6 +23,7 @@ from service.store.orm import (
     EvalRecord,
     LlmModel,
     OperatingPoint,
+    ProbabilityCalibration,
     RerankerCheckpoint,
 )
 from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
@@ -185,6 +186,15 @@ def active_checkpoint(session: Session) -> RerankerCheckpoint | None:
 
 def list_checkpoints(session: Session) -> list[RerankerCheckpoint]:
     return list(session.scalars(select(RerankerCheckpoint).order_by(RerankerCheckpoint.version)))
+
+
+FINAL_P_CORRECT = "final_p_correct"
+
+
+def load_probability_calibration(session: Session) -> tuple[float, float] | None:
+    """(scale, bias) of the final P(correct)'s Platt scaling, None until calibrated."""
+    row = session.get(ProbabilityCalibration, FINAL_P_CORRECT)
+    return None if row is None else (row.scale, row.bias)
 
 
 def load_operating_points(session: Session) -> dict[str, float]:
