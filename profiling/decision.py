@@ -27,3 +27,7 @@ class Decision:
     cost_weight: float
     contributions: dict[str, Contribution] | None = None
     reranker_version: int | None = None
+    # What the query would cost sent to the most expensive model, and to the best model on average (cost reports).
+    baseline_max_cost_usd: float | None = None
+    baseline_best_model: str | None = None
+    baseline_best_cost_usd: float | None = None
