@@ -95,6 +95,7 @@ def require_scope(needed: Scope) -> Callable[..., Caller]:
             if found is None:
                 raise _refuse(request, 401, "invalid", "invalid or revoked API key")
             caller = found
+            request.state.caller = caller.log_name
             if SCOPE_RANK[caller.scope or "route"] < SCOPE_RANK[needed]:
                 raise _refuse(
                     request, 403, "scope", f"key {caller.name!r} has scope {caller.scope!r}; this needs {needed!r}"
