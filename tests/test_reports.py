@@ -356,6 +356,10 @@ def test_report_and_keys_commands(databases: ThrowawayDatabases, tmp_path: Any) 
     assert runner.invoke(cli, ["keys", "create", "--name", "ops"], env=env).exit_code == 2
     assert runner.invoke(cli, ["keys", "revoke", "ops"], env=env).exit_code == 0
     assert runner.invoke(cli, ["keys", "revoke", "nobody"], env=env).exit_code == 2
+    purged = runner.invoke(cli, ["purge"], env=env)
+    assert purged.exit_code == 0 and "removed query data of 0 decisions" in purged.output
+    if BACKEND == "sqlite":
+        assert runner.invoke(cli, ["db", "grant-reporting", "analyst"], env=env).exit_code == 2
 
 
 @pytest.mark.skipif(BACKEND != "postgres", reason="roles and grants are PostgreSQL's")
