@@ -20,6 +20,7 @@ from service.registry.retention import purge_expired
 from service.request_log import RequestLogMiddleware
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
+from service.routing.reloader import CoalescedReload
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store.readers import active_checkpoint
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.metrics = metrics
     app.state.decision_log = decision_log
     app.state.batcher = batcher
+    app.state.reloader = CoalescedReload(runtime.reload_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for database_error in (OperationalError, DBAPIError):
         app.add_exception_handler(database_error, _unavailable("database"))

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+import threading
+import time
+from contextlib import nullcontext
+
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from service.api.auth import RouteKeyDep
+from service.api.auth import Caller, RouteKeyDep
 from service.api.deps import DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
 from service.errors import ConflictError, NotFoundError
-from service.registry.feedback import FeedbackGoneError, FeedbackInput, record_feedback
+from service.registry.feedback import FeedbackGoneError, FeedbackInput, FeedbackResult, record_feedback
+from service.routing.reloader import CoalescedReload
+from service.runtime import Runtime
 from service.store.orm import RoutingDecision
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
+SQLITE_BUSY_RETRIES = 5
+_SQLITE_WRITER = threading.Lock()  # SQLite has one writer: feedback queues here instead of failing on each other
+RELOAD_WAIT_S = 30.0  # past this the answer returns anyway; the stored feedback is already in the profile
 
 
 class FeedbackIn(BaseModel):
@@ -34,24 +45,10 @@ class FeedbackOut(BaseModel):
     overwritten: bool
 
 
-@router.post("/feedback")
-def give_feedback(
-    body: FeedbackIn,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    log: DecisionLogDep,
-    metrics: MetricsDep,
-    caller: RouteKeyDep,
-) -> FeedbackOut:
-    """404 unknown decision (or another key's), 409 feedback already given (unless overwrite), 410 past retention."""
-    if log.pending:
-        with runtime.sessions() as probe:
-            known = probe.scalar(select(RoutingDecision.id).where(RoutingDecision.id == body.decision_id))
-        if known is None:
-            log.flush()  # the decision may still be queued for the database
+def _record(session: Session, runtime: Runtime, body: FeedbackIn, caller: Caller) -> FeedbackResult:
     with session.begin():
         try:
-            result = record_feedback(
+            return record_feedback(
                 session,
                 runtime.store,
                 runtime.embedder,
@@ -66,7 +63,36 @@ def give_feedback(
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
         except FeedbackGoneError as exc:
             raise HTTPException(status.HTTP_410_GONE, detail=str(exc)) from exc
-    runtime.reload_router()
+
+
+@router.post("/feedback")
+def give_feedback(
+    request: Request,
+    body: FeedbackIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    log: DecisionLogDep,
+    metrics: MetricsDep,
+    caller: RouteKeyDep,
+) -> FeedbackOut:
+    """404 unknown decision (or another key's), 409 feedback already given (unless overwrite), 410 past retention."""
+    if log.pending:
+        with runtime.sessions() as probe:
+            known = probe.scalar(select(RoutingDecision.id).where(RoutingDecision.id == body.decision_id))
+        if known is None:
+            log.flush()  # the decision may still be queued for the database
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    for attempt in range(SQLITE_BUSY_RETRIES + 1):
+        try:
+            with _SQLITE_WRITER if sqlite else nullcontext():
+                result = _record(session, runtime, body, caller)
+            break
+        except OperationalError as exc:  # SQLite allows one writer: a clash with another write is retried
+            if attempt == SQLITE_BUSY_RETRIES or "database is locked" not in str(exc):
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    reloader: CoalescedReload = request.app.state.reloader
+    reloader.wait(reloader.request(), RELOAD_WAIT_S)  # routing sees it on return; concurrent feedback shares reloads
     metrics.feedback.labels(result.model).inc()
     return FeedbackOut(
         decision_id=result.decision_id,
