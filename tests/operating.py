@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,3 +87,11 @@ def revoked_key(runtime: Runtime, name: str) -> str:
     with runtime.transaction() as session:
         revoke_key(session, name)
     return key
+
+
+def give_feedback(client: TestClient, headers: dict[str, str], **body: object) -> httpx.Response:
+    """POST /v1/feedback, then wait for the routing-state reload it asked for: the reload runs on another thread,
+    and the tests' single database connection must not be used by two threads at once."""
+    response = client.post("/v1/feedback", json=body, headers=headers)
+    assert client.app.state.reloader.settle(60)  # type: ignore[attr-defined]
+    return response

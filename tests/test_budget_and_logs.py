@@ -18,7 +18,7 @@ from service.request_log import ACCESS_LOGGER
 from service.runtime import Runtime
 from service.store.orm import RoutingDecision
 from service.store.vector_store import VectorStore
-from tests.operating import bearer, new_key, operating_client
+from tests.operating import bearer, give_feedback, new_key, operating_client
 
 QUERY = {"query": "Who was the first emperor of Rome?", "candidates": ["dear-model"]}
 
@@ -114,7 +114,7 @@ def test_operating_metrics_are_exported(served) -> None:  # type: ignore[no-unty
     client, runtime = served
     key = new_key(runtime, "app", "route")
     decision = client.post("/v1/route", json=QUERY, headers=bearer(key)).json()
-    client.post("/v1/feedback", json={"decision_id": decision["decision_id"], "score": 1}, headers=bearer(key))
+    assert give_feedback(client, bearer(key), decision_id=decision["decision_id"], score=1).status_code == 200
     client.get("/v1/models")
     client.get("/v1/models", headers=bearer(key))
     text = client.get("/metrics").text

@@ -26,7 +26,7 @@ from service.store.orm import (
     RoutingDecision,
 )
 from service.store.vector_store import VectorStore
-from tests.operating import bearer, new_key, operating_client
+from tests.operating import bearer, give_feedback, new_key, operating_client
 
 QUERY = "Write a Rust function that reverses a linked list in place."
 
@@ -80,11 +80,7 @@ def test_feedback_moves_the_profile_cells_and_the_knn_estimate(served) -> None: 
     before, (knn_before, share_before) = _cells(runtime, "cheap-model"), _knn(runtime, "cheap-model")
     assert knn_before < 0.5  # the cheap model failed the coding queries near this one
 
-    response = client.post(
-        "/v1/feedback",
-        json={"decision_id": decision["decision_id"], "score": 1, "cost_usd": 0.0002},
-        headers=bearer(key),
-    )
+    response = give_feedback(client, bearer(key), decision_id=decision["decision_id"], score=1, cost_usd=0.0002)
     assert response.status_code == 200, response.text
     assert response.json()["model"] == "cheap-model" and response.json()["overwritten"] is False
 
@@ -112,18 +108,13 @@ def test_feedback_moves_the_profile_cells_and_the_knn_estimate(served) -> None: 
 def test_second_feedback_is_409_unless_overwritten_and_overwriting_replaces_the_value(served) -> None:  # type: ignore[no-untyped-def]
     client, runtime, key = served
     decision_id = _route(client, key)["decision_id"]
-    assert (
-        client.post("/v1/feedback", json={"decision_id": decision_id, "score": 1}, headers=bearer(key)).status_code
-        == 200
-    )
+    assert give_feedback(client, bearer(key), decision_id=decision_id, score=1).status_code == 200
     once = _cells(runtime, "cheap-model")
     again = client.post("/v1/feedback", json={"decision_id": decision_id, "score": 0}, headers=bearer(key))
     assert again.status_code == 409 and "overwrite" in again.json()["detail"]
     assert _cells(runtime, "cheap-model") == once
 
-    replaced = client.post(
-        "/v1/feedback", json={"decision_id": decision_id, "score": 0, "overwrite": True}, headers=bearer(key)
-    )
+    replaced = give_feedback(client, bearer(key), decision_id=decision_id, score=0, overwrite=True)
     assert replaced.status_code == 200 and replaced.json()["overwritten"] is True
     with runtime.sessions() as session:
         weights = dict(

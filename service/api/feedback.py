@@ -23,7 +23,6 @@ from service.store.orm import RoutingDecision
 router = APIRouter(prefix="/v1", tags=["feedback"])
 SQLITE_BUSY_RETRIES = 5
 _SQLITE_WRITER = threading.Lock()  # SQLite has one writer: feedback queues here instead of failing on each other
-RELOAD_WAIT_S = 30.0  # past this the answer returns anyway; the stored feedback is already in the profile
 
 
 class FeedbackIn(BaseModel):
@@ -91,8 +90,10 @@ def give_feedback(
             if attempt == SQLITE_BUSY_RETRIES or "database is locked" not in str(exc):
                 raise
             time.sleep(0.02 * (attempt + 1))
+    # The profile cells changed in this transaction; the routing state (profile and kNN) follows in the background,
+    # feedback arriving meanwhile shares the next reload, and no request thread waits for one.
     reloader: CoalescedReload = request.app.state.reloader
-    reloader.wait(reloader.request(), RELOAD_WAIT_S)  # routing sees it on return; concurrent feedback shares reloads
+    reloader.request()
     metrics.feedback.labels(result.model).inc()
     return FeedbackOut(
         decision_id=result.decision_id,
