@@ -29,3 +29,7 @@ class Decision:
     contributions: dict[str, Contribution] | None = None
     reranker_version: int | None = None
     preset: str | None = None  # the operating point that gave cost_weight, when one did
+    # What the query would cost sent to the most expensive model, and to the best model on average (cost reports).
+    baseline_max_cost_usd: float | None = None
+    baseline_best_model: str | None = None
+    baseline_best_cost_usd: float | None = None

@@ -13,11 +13,14 @@ from fastapi.responses import JSONResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from service.api import aptitude, dimensions, health, models, reranker, routing
+from service.api import aptitude, dimensions, feedback, health, keys, models, reports, reranker, routing
 from service.metrics import Metrics
 from service.registry.catalog import ensure_seed_dimensions
+from service.registry.retention import purge_expired
+from service.request_log import RequestLogMiddleware
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
+from service.routing.reloader import CoalescedReload
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store.readers import active_checkpoint
@@ -76,6 +79,25 @@ async def _follow_active_checkpoint(runtime: Runtime) -> None:
             logger.warning("re-ranker watch failed: %s", type(exc).__name__)
 
 
+def _purge(runtime: Runtime, metrics: Metrics) -> None:
+    with runtime.transaction() as session:
+        result = purge_expired(session, runtime.settings.retention_days)
+    metrics.decisions_purged.inc(result.queries)
+    if result.queries or result.dimensions:
+        logger.info("retention: removed query data of %d decisions older than %s", result.queries, result.cutoff)
+
+
+async def _purge_periodically(runtime: Runtime, metrics: Metrics) -> None:
+    """Removes decisions' query vectors, texts and dimension weights once past the retention window."""
+    interval = runtime.settings.retention_purge_interval_s
+    while interval is not None:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(_purge, runtime, metrics)
+        except Exception as exc:  # noqa: BLE001 - a store blip must not kill the purger
+            logger.warning("retention purge failed: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the app; pass a prepared Runtime to share an embedder or a database connection (tests)."""
     runtime = runtime or Runtime(settings or Settings())
@@ -94,6 +116,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             with runtime.transaction() as session:
                 ensure_seed_dimensions(session, runtime.store, runtime.embedder)
             runtime.reload_router()
+            _purge(runtime, metrics)
         except (SQLAlchemyError, ResponseHandlingException, UnexpectedResponse) as exc:
             logger.error(
                 "stores unavailable or database not migrated (capprof db upgrade) at start-up; routing not ready: %s",
@@ -102,10 +125,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         await batcher.start()
         decision_log.start()
         watcher = asyncio.create_task(_follow_active_checkpoint(runtime))
+        purger = asyncio.create_task(_purge_periodically(runtime, metrics))
         try:
             yield
         finally:
             watcher.cancel()
+            purger.cancel()
             await batcher.stop()
             decision_log.stop()
             runtime.close()
@@ -120,6 +145,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.metrics = metrics
     app.state.decision_log = decision_log
     app.state.batcher = batcher
+    app.state.reloader = CoalescedReload(runtime.reload_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for database_error in (OperationalError, DBAPIError):
         app.add_exception_handler(database_error, _unavailable("database"))
@@ -127,4 +153,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
     for module in (health, models, dimensions, routing, aptitude, reranker):
         app.include_router(module.router)
+    for module in (feedback, keys, reports):  # issue 11: feedback, API keys, admin reports
+        app.include_router(module.router)
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
     return app

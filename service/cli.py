@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -421,8 +421,164 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.request_log import configure_request_logging
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    configure_request_logging()  # one JSON line per request replaces uvicorn's access log
+    uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
+
+
+# Issue 11: API keys, admin reports, reporting grants, retention purge.
+keys_app = typer.Typer(help="API keys (scopes route < read < admin).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _refused(command: str, exc: Exception) -> typer.Exit:
+    typer.echo(f"{command}: {exc}", err=True)
+    return typer.Exit(2)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="who the key is for; decisions log it as the caller")],
+    scope: Annotated[str, typer.Option(help="route, read or admin")] = "route",
+    cost_weight: Annotated[
+        float | None, typer.Option("--lambda", help="default lambda when a request names none")
+    ] = None,
+    monthly_budget_usd: Annotated[
+        float | None, typer.Option("--monthly-budget-usd", help="route refuses (429) once the month's spend reaches it")
+    ] = None,
+) -> None:
+    """Create a key and print it once (only its HMAC is stored)."""
+    from service.errors import ConflictError
+    from service.registry.keys import create_key
+
+    with _opened("keys create") as runtime, runtime.transaction() as session:
+        try:
+            created = create_key(
+                session, runtime.settings.resolved_key_secret, name, scope, cost_weight, monthly_budget_usd
+            )
+        except (ValueError, ConflictError) as exc:
+            raise _refused("keys create", exc) from exc
+    typer.echo(created.key)
+    typer.echo(f"key {name!r} (scope {scope}) created; this is the only time it is shown", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key with its scope, limits and state (never the key)."""
+    from service.registry.keys import list_keys
+
+    with _opened("keys list") as runtime, runtime.sessions() as session:
+        rows = [
+            {
+                "name": k.name,
+                "scope": k.scopes,
+                "lambda": k.default_lambda,
+                "monthly_budget_usd": k.monthly_budget_usd,
+                "created_at": k.created_at,
+                "revoked_at": k.revoked_at,
+            }
+            for k in list_keys(session)
+        ]
+    typer.echo(_table(list(rows[0]) if rows else ["name"], rows))
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> None:
+    """Revoke a key; a running service refuses it on its next request."""
+    from service.registry.keys import revoke_key
+
+    with _opened("keys revoke") as runtime, runtime.transaction() as session:
+        revoke_key(session, name)
+    typer.echo(f"key {name!r} revoked")
+
+
+def _table(columns: list[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """A readable terminal table: right-aligned numbers, floats to 6 significant digits."""
+
+    def cell(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows) for c in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+
+    out = [line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+    return "\n".join(x.rstrip() for x in out) + f"\n({len(rows)} rows)"
+
+
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="routing_volume, cost_savings, traffic_mix, model_quality, ...")],
+    start: Annotated[str | None, typer.Option("--from", help="ISO date or time (UTC)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO date or time (UTC), exclusive")] = None,
+    caller: Annotated[str | None, typer.Option(help="only this caller (key name)")] = None,
+    model: Annotated[str | None, typer.Option(help="only this model")] = None,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """Print an admin report (one of the SQL views of README "Reporting")."""
+    from datetime import datetime
+
+    from service.api.reports import to_csv
+    from service.store.reports import ReportError, ReportFilters, run_report
+
+    if output not in ("table", "csv", "json"):
+        raise _refused("report", ValueError("--format: table, csv or json"))
+    try:
+        filters = ReportFilters(
+            datetime.fromisoformat(start) if start else None,
+            datetime.fromisoformat(end) if end else None,
+            caller,
+            model,
+        )
+    except ValueError as exc:
+        raise _refused("report", ValueError(f"--from/--to: {exc}")) from exc
+    with _opened("report") as runtime, runtime.sessions() as session:
+        try:
+            columns, rows = run_report(session, name, filters)
+        except ReportError as exc:
+            raise _refused("report", exc) from exc
+    if output == "json":
+        typer.echo(json.dumps({"report": name, "columns": columns, "rows": rows}, indent=2))
+    elif output == "csv":
+        typer.echo(to_csv(columns, rows), nl=False)
+    else:
+        typer.echo(_table(columns, rows))
+
+
+@db_app.command("grant-reporting")
+def db_grant_reporting(role: Annotated[str, typer.Argument(help="an existing Postgres role")]) -> None:
+    """Give a Postgres role SELECT on the report views, and nothing else."""
+    from service.errors import NotFoundError
+    from service.store.db import make_engine
+    from service.store.reports import ReportError, grant_reporting
+
+    engine = make_engine(Settings().resolved_database_url)
+    try:
+        with engine.begin() as connection:
+            views = grant_reporting(connection, role)
+    except (ReportError, NotFoundError) as exc:
+        raise _refused("db grant-reporting", exc) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"{role} may SELECT {', '.join(views)}")
+
+
+@app.command()
+def purge() -> None:
+    """Remove decisions' query vectors, texts and dimension weights older than CAPPROF_RETENTION_DAYS."""
+    from service.registry.retention import purge_expired
+
+    with _opened("purge") as runtime, runtime.transaction() as session:
+        result = purge_expired(session, runtime.settings.retention_days)
+    typer.echo(f"removed query data of {result.queries} decisions older than {result.cutoff:%Y-%m-%d %H:%M} UTC")
 
 
 if __name__ == "__main__":

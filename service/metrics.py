@@ -23,3 +23,27 @@ class Metrics:
         self.decisions_pending = Gauge(
             "capprof_decisions_pending", "Decisions waiting to be written", registry=self.registry
         )
+        # Issue 11: operating the service.
+        self.auth_failures = Counter(
+            "capprof_auth_failures",
+            "Requests refused by authentication (missing, invalid or revoked key) or scope",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.budget_refusals = Counter(
+            "capprof_budget_refusals",
+            "Route requests refused by a key's monthly budget",
+            ["key"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "capprof_feedback", "Feedback received on routed decisions", ["model"], registry=self.registry
+        )
+        self.http_requests = Counter(
+            "capprof_http_requests", "HTTP requests answered", ["method", "status"], registry=self.registry
+        )
+        self.decisions_purged = Counter(
+            "capprof_decisions_purged",
+            "Decisions whose query vector passed the retention window",
+            registry=self.registry,
+        )

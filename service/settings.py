@@ -1,5 +1,6 @@
 """Runtime configuration, read from CAPPROF_* environment variables (or a .env file)."""
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Self
@@ -8,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ADMIN_KEY = "changethis"
+MIN_KEY_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -67,11 +69,51 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(default=64, ge=1)
     decision_flush_interval_s: float | None = Field(default=0.5, description="None: flush only on demand")
 
+    # Operating: API keys, budgets, feedback retention, request logs (issue 11).
+    key_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret for API key hashes; development derives one from the admin key"
+    )
+    require_keys: bool | None = Field(
+        default=None, description="route/read endpoints need an API key (default: true in production only)"
+    )
+    store_query_text: bool = Field(default=False, description="keep the query text of decisions (for feedback)")
+    retention_days: float = Field(
+        default=30.0, gt=0, description="days a decision's query vector and dimension weights are kept for feedback"
+    )
+    retention_purge_interval_s: float | None = Field(
+        default=3600.0, gt=0, description="how often expired decision data is purged (None: start-up only)"
+    )
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:
         if self.environment != "development" and self.admin_key.get_secret_value() == DEFAULT_ADMIN_KEY:
             raise ValueError("CAPPROF_ADMIN_KEY is the default value; set a real secret outside development mode")
         return self
+
+    @model_validator(mode="after")
+    def _refuse_weak_key_secret(self) -> Self:
+        if self.environment == "development":
+            return self
+        secret = self.key_secret.get_secret_value() if self.key_secret is not None else ""
+        if len(secret) < MIN_KEY_SECRET_CHARS:
+            raise ValueError(
+                f"CAPPROF_KEY_SECRET is missing or shorter than {MIN_KEY_SECRET_CHARS} characters; "
+                "set a random secret outside development mode (e.g. openssl rand -hex 32)"
+            )
+        if secret == self.admin_key.get_secret_value():
+            raise ValueError("CAPPROF_KEY_SECRET must differ from CAPPROF_ADMIN_KEY")
+        return self
+
+    @cached_property
+    def keys_required(self) -> bool:
+        return self.require_keys if self.require_keys is not None else self.environment != "development"
+
+    @cached_property
+    def resolved_key_secret(self) -> bytes:
+        """The HMAC secret; in development a stable one derived from the admin key, so keys survive restarts."""
+        if self.key_secret is not None:
+            return self.key_secret.get_secret_value().encode()
+        return hashlib.sha256(b"capprof-dev-key-secret:" + self.admin_key.get_secret_value().encode()).digest()
 
     @cached_property
     def resolved_database_url(self) -> str:

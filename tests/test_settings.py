@@ -14,6 +14,7 @@ def test_production_refuses_the_default_admin_key(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValidationError, match="CAPPROF_ADMIN_KEY"):
         Settings()
     monkeypatch.setenv("CAPPROF_ADMIN_KEY", "a-real-secret")
+    monkeypatch.setenv("CAPPROF_KEY_SECRET", "k" * 32)
     assert Settings().admin_key.get_secret_value() == "a-real-secret"
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
 from service.api.schemas import (
     AptitudeAnswersIn,
     AptitudeItemOut,
@@ -42,7 +42,7 @@ def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:
     )
 
 
-@router.get("/v1/aptitude")
+@router.get("/v1/aptitude", dependencies=[RequireRead])
 def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
     test = current_test(session)
     if test is None:

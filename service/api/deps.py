@@ -1,14 +1,20 @@
-"""FastAPI dependencies as Annotated aliases: the runtime, a database session, the admin check."""
+"""FastAPI dependencies as Annotated aliases: the runtime, a database session, the admin check (see auth.py)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from service.api.auth import AdminKeyDep as AdminKeyDep
+from service.api.auth import Caller as Caller
+from service.api.auth import ReadKeyDep as ReadKeyDep
+from service.api.auth import RequireAdmin
+from service.api.auth import RequireRead as RequireRead
+from service.api.auth import RequireRoute as RequireRoute
+from service.api.auth import RouteKeyDep as RouteKeyDep
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
@@ -36,27 +42,10 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def require_admin(
-    runtime: Annotated[Runtime, Depends(get_runtime)],
-    x_admin_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
-    """Admin surfaces take the admin key as `X-Admin-Key: KEY` or `Authorization: Bearer KEY`."""
-    offered = x_admin_key
-    if offered is None and authorization and authorization.lower().startswith("bearer "):
-        offered = authorization[7:]
-    expected = runtime.settings.admin_key.get_secret_value()
-    if offered is None or not secrets.compare_digest(offered.encode(), expected.encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="admin key required (X-Admin-Key header or Authorization: Bearer)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-AdminDep = Depends(require_admin)
+# Admin scope for `dependencies=[AdminDep]` (the Caller itself: service.api.auth.AdminKeyDep).
+AdminDep = RequireAdmin

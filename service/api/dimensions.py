@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import func, select
 
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
 from service.api.schemas import DimensionCreate, DimensionOut
 from service.errors import ConflictError
 from service.registry.catalog import add_dimension
@@ -36,7 +36,7 @@ def create_dimension(body: DimensionCreate, session: SessionDep, runtime: Runtim
     return out
 
 
-@router.get("")
+@router.get("", dependencies=[RequireRead])
 def list_dimensions(session: SessionDep) -> list[DimensionOut]:
     counts = dict(session.execute(select(Exemplar.dimension_id, func.count()).group_by(Exemplar.dimension_id)).all())
     return [

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
 from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
@@ -50,7 +50,7 @@ def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) 
     return _out(session, model)
 
 
-@router.get("")
+@router.get("", dependencies=[RequireRead])
 def list_models(session: SessionDep) -> list[ModelOut]:
     counts = dict(session.execute(select(EvalRecord.model_id, func.count()).group_by(EvalRecord.model_id)).all())
     return [
@@ -59,7 +59,7 @@ def list_models(session: SessionDep) -> list[ModelOut]:
     ]
 
 
-@router.get("/{name:path}")
+@router.get("/{name:path}", dependencies=[RequireRead])
 def read_model(name: str, session: SessionDep) -> ModelOut:
     return _out(session, _get(session, name))
 

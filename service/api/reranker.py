@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
 from service.api.schemas import ActivateIn, RerankerCheckpointOut
 from service.errors import NotFoundError
 from service.registry.checkpoints import activate
@@ -13,7 +13,7 @@ from service.store.readers import list_checkpoints
 router = APIRouter(prefix="/v1/reranker", tags=["reranker"])
 
 
-@router.get("")
+@router.get("", dependencies=[RequireRead])
 def read_checkpoints(session: SessionDep) -> list[RerankerCheckpointOut]:
     return [RerankerCheckpointOut.model_validate(c, from_attributes=True) for c in list_checkpoints(session)]
 

@@ -6,16 +6,17 @@ import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, HTTPException, status
+from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 
 from profiling.conversation import conversation_vector
 from profiling.decision import Decision
 from profiling.embedder import Vectors
 from profiling.scoring import Constraints
+from service.api.auth import Caller, RouteKeyDep
+from service.api.budget import enforce_budget
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
 from service.api.schemas import (
     BatchRouteRequest,
@@ -32,7 +33,6 @@ from service.runtime import Runtime
 from service.store.orm import OperatingPoint
 
 router = APIRouter(prefix="/v1", tags=["routing"])
-CallerHeader = Annotated[str | None, Header(alias="X-Caller", max_length=200)]
 
 
 def _texts(body: RouteRequest) -> tuple[list[str], list[str]]:
@@ -42,9 +42,14 @@ def _texts(body: RouteRequest) -> tuple[list[str], list[str]]:
     return [m.content for m in turns], [m.role for m in turns]
 
 
-def _options(body: RouteRequest, presets: dict[str, float], position: str = "") -> RouteOptions:
+def _options(body: RouteRequest, presets: dict[str, float], caller: Caller, position: str = "") -> RouteOptions:
+    """The request's options. lambda: the request's, else its preset, else the key's default lambda, else the
+    default preset (balanced) once calibrated, else 0."""
+    requested = body.cost_weight
+    if requested is None and body.preset is None and caller.default_lambda is not None:
+        requested = caller.default_lambda
     try:
-        cost_weight, preset = resolve_cost_weight(body.cost_weight, body.preset, presets)
+        cost_weight, preset = resolve_cost_weight(requested, body.preset, presets)
     except PresetError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{position}{exc}") from exc
     return RouteOptions(
@@ -88,12 +93,14 @@ def _check_names(runtime: Runtime, bodies: list[RouteRequest]) -> None:
             )
 
 
-def _decide(runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors) -> list[Decision]:
+def _decide(
+    runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors, caller: Caller
+) -> tuple[list[Decision], Vectors]:
     query_vectors, chars = _query_vectors(bodies, vectors)
     try:
         presets = runtime.router.state.presets
         positions = [f"requests[{i}]." if len(bodies) > 1 else "" for i in range(len(bodies))]
-        options = [_options(b, presets, p) for b, p in zip(bodies, positions, strict=True)]
+        options = [_options(b, presets, caller, p) for b, p in zip(bodies, positions, strict=True)]
         decisions = runtime.router.decide(query_vectors, chars, options)
     except NoModelsError as exc:
         raise HTTPException(
@@ -106,14 +113,22 @@ def _decide(runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors) -> l
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 detail=f"{prefix}candidates/max_cost/exclude_*: no registered model satisfies the constraints",
             )
-    return decisions
+    return decisions, query_vectors
 
 
 def _log(
-    log: DecisionLog, metrics: Metrics, body: RouteRequest, decision: Decision, latency_ms: float, caller: str | None
+    runtime: Runtime,
+    log: DecisionLog,
+    metrics: Metrics,
+    body: RouteRequest,
+    decision: Decision,
+    vector: np.ndarray,
+    latency_ms: float,
+    caller: Caller,
 ) -> None:
     texts, _ = _texts(body)
     best = decision.alternatives[0]
+    text = "\n".join(texts)
     log.append(
         {
             "id": decision.decision_id,
@@ -132,7 +147,16 @@ def _log(
                 "domains": {d.name: d.weight for d in decision.profile.domains},
             },
             "latency_ms": latency_ms,
-            "caller": caller,
+            "caller": caller.log_name,
+            "key_name": caller.name,
+            "caller_label": caller.label,
+            "baseline_max_cost_usd": decision.baseline_max_cost_usd,
+            "baseline_best_model": decision.baseline_best_model,
+            "baseline_best_cost_usd": decision.baseline_best_cost_usd,
+            # for feedback, until the retention purge (service/registry/retention.py)
+            "_vector": np.asarray(vector, np.float32).tobytes(),
+            "_text": text if runtime.settings.store_query_text else None,
+            "_dimensions": [(d.id, d.weight) for d in (*decision.profile.capabilities, *decision.profile.domains)],
         }
     )
     metrics.chosen.labels(decision.model).inc()
@@ -140,7 +164,7 @@ def _log(
 
 
 @router.get("/presets")
-def presets(session: SessionDep) -> list[OperatingPointOut]:
+def presets(session: SessionDep, _: RouteKeyDep) -> list[OperatingPointOut]:
     """The calibrated operating points a route request may name instead of a lambda (empty until calibrated)."""
     points = session.scalars(select(OperatingPoint).order_by(OperatingPoint.validation_cost_per_query))
     return [OperatingPointOut.model_validate(p, from_attributes=True) for p in points]
@@ -153,16 +177,19 @@ async def route(
     batcher: BatcherDep,
     log: DecisionLogDep,
     metrics: MetricsDep,
-    x_caller: CallerHeader = None,
+    caller: RouteKeyDep,
 ) -> RouteResponse:
     """Choose the model for one query (or chat) under the given cost knob and constraints."""
     started = time.perf_counter()
     _check_names(runtime, [body])
+    if caller.monthly_budget_usd is not None:
+        await asyncio.to_thread(enforce_budget, runtime, log, metrics, caller)
     texts, _ = _texts(body)
     vectors = await batcher.embed(texts)
-    decision = _decide(runtime, [body], vectors)[0]
+    decisions, query_vectors = _decide(runtime, [body], vectors, caller)
     latency_ms = (time.perf_counter() - started) * 1000
-    _log(log, metrics, body, decision, latency_ms, x_caller)
+    _log(runtime, log, metrics, body, decisions[0], query_vectors[0], latency_ms, caller)
+    decision = decisions[0]
     metrics.route_requests.labels("route", "ok").inc()
     metrics.route_latency.labels("route").observe(latency_ms / 1000)
     return decision_response(decision, latency_ms)
@@ -174,7 +201,7 @@ async def route_batch(
     runtime: RuntimeDep,
     log: DecisionLogDep,
     metrics: MetricsDep,
-    x_caller: CallerHeader = None,
+    caller: RouteKeyDep,
 ) -> BatchRouteResponse:
     """Many queries in one call: one batched embedding, one matrix pass over all models."""
     limit = runtime.settings.route_batch_max
@@ -185,12 +212,14 @@ async def route_batch(
         )
     started = time.perf_counter()
     _check_names(runtime, body.requests)
+    if caller.monthly_budget_usd is not None:
+        await asyncio.to_thread(enforce_budget, runtime, log, metrics, caller)
     texts = [t for b in body.requests for t in _texts(b)[0]]
     vectors = await asyncio.to_thread(runtime.embedder.embed_uncached, texts)
-    decisions = _decide(runtime, body.requests, vectors)
+    decisions, query_vectors = _decide(runtime, body.requests, vectors, caller)
     latency_ms = (time.perf_counter() - started) * 1000
-    for request_body, decision in zip(body.requests, decisions, strict=True):
-        _log(log, metrics, request_body, decision, latency_ms, x_caller)
+    for request_body, decision, vector in zip(body.requests, decisions, query_vectors, strict=True):
+        _log(runtime, log, metrics, request_body, decision, vector, latency_ms, caller)
     metrics.route_requests.labels("route_batch", "ok").inc()
     metrics.route_latency.labels("route_batch").observe(latency_ms / 1000)
     return BatchRouteResponse(decisions=[decision_response(d, latency_ms) for d in decisions])

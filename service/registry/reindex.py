@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
-from service.store.orm import Dimension, EvalQuery, Exemplar
+from service.store.orm import Dimension, EvalQuery, Exemplar, Feedback
 from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 
@@ -25,7 +26,11 @@ def _rebuild(
     store.recreate(collection)
     for start in range(0, len(rows), batch):
         part = rows[start : start + batch]
-        store.upsert(collection, [r[0] for r in part], embedder.embed([r[1] for r in part]), [payload(r) for r in part])
+        vectors = embedder.embed([r[1] for r in part])
+        for i, row in enumerate(part):  # feedback queries keep their decision's vector (their text may be unstored)
+            if len(row) > 5 and row[5] is not None:
+                vectors[i] = np.frombuffer(row[5], np.float32)
+        store.upsert(collection, [r[0] for r in part], vectors, [payload(r) for r in part])
 
 
 def reindex_all(session: Session, store: VectorStore, embedder: CachedEmbedder, batch: int = 4096) -> dict[str, int]:
@@ -36,7 +41,14 @@ def reindex_all(session: Session, store: VectorStore, embedder: CachedEmbedder, 
         store, embedder, EXEMPLARS, exemplars, lambda r: {"dimension_id": r[2], "dimension": r[3], "kind": r[4]}, batch
     )
     queries = session.execute(
-        select(EvalQuery.id, EvalQuery.text, EvalQuery.benchmark, EvalQuery.domain, EvalQuery.subject)
+        select(
+            EvalQuery.id,
+            EvalQuery.text,
+            EvalQuery.benchmark,
+            EvalQuery.domain,
+            EvalQuery.subject,
+            Feedback.query_vector,
+        ).outerjoin(Feedback, Feedback.eval_query_id == EvalQuery.id)
     ).all()
     _rebuild(
         store, embedder, EVAL_QUERIES, queries, lambda r: {"benchmark": r[2], "domain": r[3], "subject": r[4]}, batch

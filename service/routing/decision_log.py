@@ -6,12 +6,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service.store.orm import RoutingDecision
+from service.store.orm import DecisionDimension, DecisionQuery, RoutingDecision
 from service.store.upsert import upsert
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,15 @@ class DecisionLog:
     def pending(self) -> int:
         return len(self._pending)
 
+    def pending_cost(self, key_name: str, since: datetime) -> float:
+        """Estimated cost of this key's decisions still queued (the budget check adds it to the stored spend)."""
+        with self._lock:
+            return sum(
+                r.get("estimated_cost_usd") or 0.0
+                for r in self._pending
+                if r.get("key_name") == key_name and r["created_at"] >= since
+            )
+
     def flush(self) -> int:
         """Writes what is queued; on a database error the rows stay queued for the next try."""
         with self._flush_lock:
@@ -74,7 +84,7 @@ class DecisionLog:
                 return 0
             try:
                 with self._sessions() as session, session.begin():
-                    upsert(session, RoutingDecision.__table__, batch, keys=("id",))  # type: ignore[arg-type]
+                    _write(session, batch)
             except SQLAlchemyError as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 logger.warning("decision log: %d rows kept for retry (%s)", len(batch), self.last_error)
@@ -91,3 +101,22 @@ class DecisionLog:
             self._wake.wait(self._interval)
             self._wake.clear()
             self.flush()
+
+
+def _write(session: Session, batch: list[dict[str, Any]]) -> None:
+    """A queued row is a decision plus private fields: `_vector` and `_text` (decision_queries) and `_dimensions`
+    ((dimension id, weight) pairs, decision_dimensions), kept for feedback until the retention purge."""
+    decisions = [{k: v for k, v in row.items() if not k.startswith("_")} for row in batch]
+    upsert(session, RoutingDecision.__table__, decisions, keys=("id",))  # type: ignore[arg-type]
+    queries = [
+        {"decision_id": r["id"], "created_at": r["created_at"], "vector": r["_vector"], "query_text": r.get("_text")}
+        for r in batch
+        if r.get("_vector") is not None
+    ]
+    upsert(session, DecisionQuery.__table__, queries, keys=("decision_id",))  # type: ignore[arg-type]
+    dimensions = [
+        {"decision_id": r["id"], "dimension_id": d, "weight": w, "created_at": r["created_at"]}
+        for r in batch
+        for d, w in r.get("_dimensions", ())
+    ]
+    upsert(session, DecisionDimension.__table__, dimensions, keys=("decision_id", "dimension_id"))  # type: ignore[arg-type]

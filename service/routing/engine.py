@@ -176,6 +176,7 @@ class RoutingEngine:
         if len(state.models) == 0:
             raise NoModelsError("no active model is registered")
         est = self.estimate(vectors, chars)
+        best_average = int(np.nanargmax(state.means)) if np.isfinite(state.means).any() else None
         decisions = []
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
@@ -184,6 +185,7 @@ class RoutingEngine:
             p_final = calibrate(p_blended, state.p_calibration)
             ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
+            max_cost, best_model, best_cost = _baselines(state, est.costs[row], best_average)
             decisions.append(
                 Decision(
                     decision_id=str(uuid.uuid4()),
@@ -198,6 +200,9 @@ class RoutingEngine:
                     else None,
                     reranker_version=state.stage2.version if state.stage2 is not None and p_sat else None,
                     preset=opts.preset,
+                    baseline_max_cost_usd=max_cost,
+                    baseline_best_model=best_model,
+                    baseline_best_cost_usd=best_cost,
                 )
             )
         return decisions
@@ -234,3 +239,16 @@ class RoutingEngine:
                 calibration=float(calibration[m]),
             )
         return result
+
+
+def _baselines(
+    state: RouterState, costs: npt.NDArray[np.float64], best_average: int | None
+) -> tuple[float | None, str | None, float | None]:
+    """The query's estimated cost on the most expensive model, and the best model on average and its cost."""
+    known = costs[~np.isnan(costs)]
+    best_cost = float(costs[best_average]) if best_average is not None else float("nan")
+    return (
+        float(known.max()) if known.size else None,
+        state.models.names[best_average] if best_average is not None else None,
+        None if np.isnan(best_cost) else best_cost,
+    )

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -160,6 +161,7 @@ class RoutingDecision(Base):
     """One answered route request, kept for usage, cost and quality reports."""
 
     __tablename__ = "routing_decisions"
+    __table_args__ = (Index("ix_routing_decisions_key_name_created_at", "key_name", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -171,11 +173,18 @@ class RoutingDecision(Base):
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
     profile: Mapped[dict[str, Any]] = mapped_column(JsonType)
     latency_ms: Mapped[float] = mapped_column(Float)
-    caller: Mapped[str | None] = mapped_column(String(200))
+    caller: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Issue 11: who routed (the API key's name; `caller` holds it too, or the X-Caller label when anonymous),
+    # the self-declared label, and what the query would have cost on the two baselines of the savings report.
+    key_name: Mapped[str | None] = mapped_column(String(200))
+    caller_label: Mapped[str | None] = mapped_column(String(200))
+    baseline_max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    baseline_best_model: Mapped[str | None] = mapped_column(String(200))
+    baseline_best_cost_usd: Mapped[float | None] = mapped_column(Float)
 
 
 class ApiKey(TimestampMixin, Base):
-    """A caller's key, stored only as a hash, with the scopes it grants."""
+    """A caller's key, stored only as an HMAC-SHA256 hash, with its scope (route < read < admin) and limits."""
 
     __tablename__ = "api_keys"
 
@@ -184,6 +193,8 @@ class ApiKey(TimestampMixin, Base):
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)
     scopes: Mapped[str] = mapped_column(String(200), default="route")
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    default_lambda: Mapped[float | None] = mapped_column(Float)
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Float)
 
 
 class AptitudeTest(TimestampMixin, Base):
@@ -282,3 +293,47 @@ class ProbabilityCalibration(Base):
     ece_before: Mapped[float] = mapped_column(Float)
     ece_after: Mapped[float] = mapped_column(Float)
     fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# Issue 11: what feedback and the admin reports need, in queryable columns.
+
+
+class DecisionQuery(Base):
+    """A decision's query vector (and text, only when CAPPROF_STORE_QUERY_TEXT) for feedback; purged after retention."""
+
+    __tablename__ = "decision_queries"
+
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    query_text: Mapped[str | None] = mapped_column(Text)
+
+
+class DecisionDimension(Base):
+    """A decision's query profile as rows (dimension, weight); purged with the vector after retention."""
+
+    __tablename__ = "decision_dimensions"
+
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dimension_id: Mapped[int] = mapped_column(ForeignKey("dimensions.id", ondelete="CASCADE"), primary_key=True)
+    weight: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Feedback(Base):
+    """The observed outcome of a routed decision; it also lives on as an evaluation record (source = feedback)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("routing_decisions.id", ondelete="CASCADE"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    caller: Mapped[str | None] = mapped_column(String(200))
+    score: Mapped[float] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    eval_query_id: Mapped[int | None] = mapped_column(ForeignKey("eval_queries.id", ondelete="SET NULL"))
+    # The evaluation query's vector: Qdrant is rebuilt from Postgres and the text may not be stored.
+    query_vector: Mapped[bytes] = mapped_column(LargeBinary)
