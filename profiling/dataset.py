@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ class ModelRow:
     output_usd_per_mtok: float | None
     price_basis: str | None = None
     source: str | None = None
+    endpoint_url: str | None = None
+    upstream_model: str | None = None
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class QueryRow:
     domain: str
     subject: str
     text: str
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,20 @@ def _optional_float(path: Path, line: int, column: str, value: str) -> float | N
     return number
 
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _upstream(path: Path, line: int, row: dict[str, str]) -> dict[str, str | None]:
+    """Optional gateway columns: an http(s) base URL, the upstream's model name, the NAME of the key's env var."""
+    values = {c: (row.get(c) or "").strip() or None for c in ("endpoint_url", "upstream_model", "api_key_env")}
+    url, env = values["endpoint_url"], values["api_key_env"]
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise DatasetError(path, line, "endpoint_url", f"must be an http(s) URL, got {url!r}")
+    if env is not None and not ENV_NAME.match(env):
+        raise DatasetError(path, line, "api_key_env", "must be an environment variable NAME (not the key itself)")
+    return values
+
+
 def read_models(path: Path) -> list[ModelRow]:
     models: dict[str, ModelRow] = {}
     for line, row in _rows(path, MODEL_COLUMNS):
@@ -143,6 +162,7 @@ def read_models(path: Path) -> list[ModelRow]:
             output_usd_per_mtok=_optional_float(path, line, "output_usd_per_mtok", row["output_usd_per_mtok"]),
             price_basis=(row.get("price_basis") or None),
             source=(row.get("source") or None),
+            **_upstream(path, line, row),
         )
     return list(models.values())
 
@@ -158,7 +178,12 @@ def read_queries(path: Path) -> list[QueryRow]:
         if not row["text"].strip():
             raise DatasetError(path, line, "text", "empty query text")
         queries[query_id] = QueryRow(
-            query_id, row["benchmark"].strip(), row["domain"].strip(), row["subject"].strip(), row["text"]
+            query_id,
+            row["benchmark"].strip(),
+            row["domain"].strip(),
+            row["subject"].strip(),
+            row["text"],
+            (row.get("answer") or "").strip() or None,
         )
     return list(queries.values())
 

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from service.api import aptitude, dimensions, health, models, reranker, routing
+from service.api import aptitude, dimensions, health, models, openai_gateway, reranker, routing
+from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
 from service.routing.decision_log import DecisionLog
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 type(exc).__name__,
             )
         await batcher.start()
+        app.state.upstreams = UpstreamPool(runtime.settings)  # made inside the serving event loop
         decision_log.start()
         watcher = asyncio.create_task(_follow_active_checkpoint(runtime))
         try:
@@ -107,6 +109,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             watcher.cancel()
             await batcher.stop()
+            await app.state.upstreams.aclose()
             decision_log.stop()
             runtime.close()
 
@@ -125,6 +128,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.add_exception_handler(database_error, _unavailable("database"))
     for qdrant_error in (ResponseHandlingException, UnexpectedResponse):
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
-    for module in (health, models, dimensions, routing, aptitude, reranker):
+    for module in (health, models, dimensions, routing, aptitude, reranker, openai_gateway):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
+from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
@@ -36,6 +37,16 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_upstreams(request: Request) -> UpstreamPool:
+    return request.app.state.upstreams
+
+
+def gateway_auth(authorization: Annotated[str | None, Header()] = None) -> None:
+    """The gateway's one auth dependency. /v1/route is open on this branch, so the caller's
+    `Authorization: Bearer KEY` (which the OpenAI client always sends) is accepted as is; swap this for the
+    route-scope key check when per-client keys exist. The caller's key is never forwarded upstream."""
+
+
 def require_admin(
     runtime: Annotated[Runtime, Depends(get_runtime)],
     x_admin_key: Annotated[str | None, Header()] = None,
@@ -60,3 +71,5 @@ BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Depends(require_admin)
+UpstreamsDep = Annotated[UpstreamPool, Depends(get_upstreams)]
+GatewayAuthDep = Depends(gateway_auth)

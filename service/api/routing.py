@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, status
@@ -93,12 +93,20 @@ def _decide(runtime: Runtime, bodies: list[RouteRequest], vectors: Vectors) -> l
 
 
 def _log(
-    log: DecisionLog, metrics: Metrics, body: RouteRequest, decision: Decision, latency_ms: float, caller: str | None
+    log: DecisionLog,
+    metrics: Metrics,
+    body: RouteRequest,
+    decision: Decision,
+    latency_ms: float,
+    caller: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """Queues the decision row; the gateway adds what served it (`extra`: served model, fallbacks, actual cost)."""
     texts, _ = _texts(body)
     best = decision.alternatives[0]
     log.append(
-        {
+        (extra or {})
+        | {
             "id": decision.decision_id,
             "created_at": datetime.now(UTC),
             "query_hash": hashlib.sha256("\n".join(texts).encode()).hexdigest(),

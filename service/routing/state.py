@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,18 @@ from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 
 @dataclass(frozen=True)
+class UpstreamTarget:
+    """Where the gateway forwards for one registered model; the key is read from `api_key_env` per request."""
+
+    model: str
+    endpoint_url: str
+    upstream_model: str
+    api_key_env: str | None
+    input_usd_per_mtok: float | None
+    output_usd_per_mtok: float | None
+
+
+@dataclass(frozen=True)
 class RouterState:
     """An immutable snapshot; writers build a new one and swap it in, readers never lock."""
 
@@ -33,6 +46,7 @@ class RouterState:
     outcomes: OutcomeTable
     evaluated_queries: int
     stage2: Stage2 | None = None
+    upstreams: Mapping[str, UpstreamTarget] = field(default_factory=dict)  # active models with an endpoint
 
 
 def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
@@ -78,4 +92,12 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
         queries=searchable(settings, store, EVAL_QUERIES, index),
         outcomes=OutcomeTable.from_outcomes(outcomes),
         evaluated_queries=len(index),
+        upstreams={
+            m.name: UpstreamTarget(
+                m.name, m.endpoint_url, m.upstream_model or m.name, m.api_key_env, m.input_usd_per_mtok,
+                m.output_usd_per_mtok,
+            )
+            for m in models
+            if m.endpoint_url
+        },
     )
