@@ -62,7 +62,11 @@ def _chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
 
 
 def make_upstream(
-    log: UpstreamLog, answers: dict[str, str] | None = None, slow_s: float = 2.0, work_s: float = 0.0
+    log: UpstreamLog,
+    answers: dict[str, str] | None = None,
+    slow_s: float = 2.0,
+    work_s: float = 0.0,
+    failing_prompts: set[str] | None = None,
 ) -> FastAPI:
     app = FastAPI()
 
@@ -73,7 +77,7 @@ def make_upstream(
         log.seen.append({"model": model, "authorization": request.headers.get("authorization"), "stream": stream})
         if body.get("temperature", 0) > 2:
             return JSONResponse(BAD_REQUEST, status_code=400)
-        if model == "fail500":
+        if model == "fail500" or body["messages"][-1]["content"] in (failing_prompts or ()):
             return JSONResponse({"error": {"message": "internal error", "type": "server_error"}}, status_code=500)
         if model == "busy429":
             return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429)
