@@ -84,7 +84,7 @@ class Opened:
     failures: list[Failure]
     body: bytes = b""  # the whole body (plain answers and errors) or the first chunk (streams)
     usage: Usage = field(default_factory=Usage)
-    rest: AsyncIterator[bytes] | None = None  # a stream's remaining raw chunks
+    rest: AsyncIterator[bytes] | None = None  # a stream's remaining (decoded) chunks
 
     @property
     def ok(self) -> bool:
@@ -126,7 +126,7 @@ class UpstreamPool:
         response = await self.client.send(self.request(target, body), stream=True)
         try:
             if stream and response.status_code < 400:
-                rest = response.aiter_raw()
+                rest = response.aiter_bytes()  # decoded: an upstream may compress its stream
                 first = b""
                 while not first:
                     try:

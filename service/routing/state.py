@@ -94,7 +94,11 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
         evaluated_queries=len(index),
         upstreams={
             m.name: UpstreamTarget(
-                m.name, m.endpoint_url, m.upstream_model or m.name, m.api_key_env, m.input_usd_per_mtok,
+                m.name,
+                m.endpoint_url,
+                m.upstream_model or m.name,
+                m.api_key_env,
+                m.input_usd_per_mtok,
                 m.output_usd_per_mtok,
             )
             for m in models
