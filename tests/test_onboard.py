@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from profiling.embedding_cache import CachedEmbedder
+from service.cli import app as cli
 from service.jobs.onboard import onboard
 from service.registry.aptitude import build_test
 from service.registry.importer import import_data
-from service.runtime import Runtime
-from service.store.orm import EvalQuery
-from service.store.readers import current_test
-from tests.conftest import ADMIN, shared_family, small_family
+from service.runtime import Runtime, upgrade_database
+from service.store.orm import EvalQuery, LlmModel
+from service.store.readers import aptitude_matrix, current_test
+from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_family, small_family
 from tests.fake_upstream import UpstreamLog, make_upstream, serve
 
 
@@ -124,3 +127,37 @@ def test_onboarding_refuses_a_model_without_an_upstream(
         onboard(runtime, "no-upstream", progress=False)
     with pytest.raises(NotFoundError, match="not found"):
         onboard(runtime, "nobody", progress=False)
+
+
+def test_the_onboard_command_records_the_aptitude(
+    databases: ThrowawayDatabases, embedder: CachedEmbedder, tmp_path: Path
+) -> None:
+    """`capprof onboard MODEL` end to end: its own database and embedded Qdrant, as an operator runs it."""
+    url = databases.new()
+    upgrade_database(url)
+    env = {"CAPPROF_DATA_DIR": str(tmp_path / "data"), "CAPPROF_DATABASE_URL": url, "CAPPROF_DEVICE": "cpu"}
+    settings = make_settings(tmp_path / "data", database_url=url, qdrant_path=str(tmp_path / "data" / "qdrant"))
+    runtime = Runtime(settings, embedder=embedder)
+    family = small_family(tmp_path, shared_family("zeroeval"), 120)
+    with runtime.transaction() as session:
+        import_data(session, runtime.store, runtime.embedder, settings, family, progress=False)
+        test = build_test(session, runtime.store, gradable_only=True)
+        texts = {item.id: item.query_id for task in test.tasks for item in task.items}
+        queries = {q.id: q for q in session.scalars(select(EvalQuery).where(EvalQuery.id.in_(texts.values())))}
+        items = {i: (queries[q].text, queries[q].answer or "") for i, q in texts.items()}
+    runtime.close()  # embedded Qdrant: one process at a time
+    answers = {text: _reply(gold, _right(text)) for text, gold in items.values()}
+    with serve(make_upstream(UpstreamLog(), answers=answers)) as upstream_url:
+        with runtime.transaction() as session:
+            session.add(LlmModel(name="cli-model", endpoint_url=f"{upstream_url}/v1", upstream_model="plain"))
+        result = CliRunner().invoke(cli, ["onboard", "cli-model", "--no-progress", "--concurrency", "4"], env=env)
+    assert result.exit_code == 0, result.output
+    share = sum(_right(t) for t, _ in items.values()) / len(items)
+    assert f"accuracy {share:.3f}" in result.output
+    with runtime.sessions() as session:
+        test = current_test(session)
+        model_id = session.scalar(select(LlmModel.id).where(LlmModel.name == "cli-model"))
+        assert test is not None and model_id is not None
+        recorded = aptitude_matrix(session, test, [model_id])[0]
+        expected = [sum(_right(items[i.id][0]) for i in task.items) / len(task.items) for task in test.tasks]
+    assert recorded.tolist() == pytest.approx(expected)
