@@ -23,3 +23,10 @@ class Metrics:
         self.decisions_pending = Gauge(
             "capprof_decisions_pending", "Decisions waiting to be written", registry=self.registry
         )
+        # Gateway (service/gateway/): upstreams that failed before their first byte, by model and reason.
+        self.gateway_fallbacks = Counter(
+            "capprof_gateway_upstream_failures",
+            "Upstream attempts that failed before the first byte (the gateway moved on)",
+            ["model", "reason"],
+            registry=self.registry,
+        )

@@ -197,6 +197,8 @@ def test_a_failing_upstream_falls_back_to_the_next_alternative(gateway: Gateway,
         assert row.chosen_model == failing, "the failing model ranked first, so the fallback was really taken"
         assert row.served_model == "m-good" and row.fallbacks == 1
         assert row.actual_cost_usd is not None
+    metrics = httpx.get(f"{gateway.base_url}/metrics").text
+    assert f'capprof_gateway_upstream_failures_total{{model="{failing}"' in metrics
 
 
 def test_every_upstream_failing_is_a_502_that_names_them(gateway: Gateway) -> None:

@@ -9,6 +9,7 @@ records which model served, after how many fallbacks, and the actual cost from t
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from service.api.deps import (
 )
 from service.api.routing import CallerHeader, _decide, _log, _texts
 from service.api.schemas import Message, RouteRequest
-from service.gateway.upstream import AllUpstreamsFailed, Opened, SseRelay, Usage
+from service.gateway.upstream import AllUpstreamsFailed, Failure, Opened, SseRelay, Usage
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.state import UpstreamTarget
@@ -39,6 +40,7 @@ from service.routing.state import UpstreamTarget
 # The one auth dependency of the gateway: swap GatewayAuthDep for the route-scope key alias.
 router = APIRouter(prefix="/openai/v1", tags=["openai gateway"], dependencies=[GatewayAuthDep])
 
+logger = logging.getLogger(__name__)
 AUTO = "auto"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 ROUTED_TURNS = 200  # /v1/route's limit on messages; earlier turns beyond it do not change the choice much
@@ -164,6 +166,12 @@ class _Accounting:
             self.metrics.decisions_pending.set(self.log.pending)
 
 
+def _count_failures(metrics: Metrics, failures: list[Failure]) -> None:
+    for failure in failures:
+        logger.warning("gateway: upstream of %s failed before its first byte: %s", failure.model, failure.reason)
+        metrics.gateway_fallbacks.labels(failure.model, failure.reason.split(" (")[0]).inc()
+
+
 def _headers(decision_id: str, opened: Opened) -> dict[str, str]:
     return {
         "x-capprof-model": opened.target.model,
@@ -229,6 +237,7 @@ async def chat_completions(
     try:
         opened = await upstreams.open(targets, forward, stream)
     except AllUpstreamsFailed as exc:
+        _count_failures(metrics, exc.failures)
         accounting.write(None, len(exc.failures), None)
         metrics.route_requests.labels("gateway", "upstream_failed").inc()
         return _error(
@@ -237,6 +246,7 @@ async def chat_completions(
             kind="upstream_error",
             **{"x-capprof-decision-id": accounting.decision_id, "x-capprof-fallbacks": str(len(exc.failures))},
         )
+    _count_failures(metrics, opened.failures)
     headers = _headers(accounting.decision_id, opened)
     if not stream or not opened.ok:
         accounting.write(opened.target, len(opened.failures), opened.usage if opened.ok else None)

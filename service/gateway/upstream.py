@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +17,6 @@ import httpx
 
 from service.routing.state import UpstreamTarget
 from service.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 # Upstream statuses that say nothing about the request itself (rate limits, outages, a bad upstream key or model
 # name): the next alternative may answer. Any other 4xx is the request's fault and goes back to the caller as is.
@@ -163,8 +160,6 @@ class UpstreamPool:
                 continue
             opened.failures = failures
             return opened
-        for failure in failures:
-            logger.warning("gateway: upstream of %s failed: %s", failure.model, failure.reason)
         raise AllUpstreamsFailed(failures)
 
 
