@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ class ModelRow:
     price_basis: str | None = None
     source: str | None = None
     provider: str | None = None  # who serves or made it (exclude_providers filters on it)
+    endpoint_url: str | None = None
+    upstream_model: str | None = None
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class QueryRow:
     domain: str
     subject: str
     text: str
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,20 @@ def _optional_float(path: Path, line: int, column: str, value: str) -> float | N
     return number
 
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _upstream(path: Path, line: int, row: dict[str, str]) -> dict[str, str | None]:
+    """Optional gateway columns: an http(s) base URL, the upstream's model name, the NAME of the key's env var."""
+    values = {c: (row.get(c) or "").strip() or None for c in ("endpoint_url", "upstream_model", "api_key_env")}
+    url, env = values["endpoint_url"], values["api_key_env"]
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise DatasetError(path, line, "endpoint_url", f"must be an http(s) URL, got {url!r}")
+    if env is not None and not ENV_NAME.match(env):
+        raise DatasetError(path, line, "api_key_env", "must be an environment variable NAME (not the key itself)")
+    return values
+
+
 def read_models(path: Path) -> list[ModelRow]:
     models: dict[str, ModelRow] = {}
     for line, row in _rows(path, MODEL_COLUMNS):
@@ -145,6 +164,7 @@ def read_models(path: Path) -> list[ModelRow]:
             price_basis=(row.get("price_basis") or None),
             source=(row.get("source") or None),
             provider=((row.get("provider") or "").strip() or None),
+            **_upstream(path, line, row),
         )
     return list(models.values())
 
@@ -160,7 +180,12 @@ def read_queries(path: Path) -> list[QueryRow]:
         if not row["text"].strip():
             raise DatasetError(path, line, "text", "empty query text")
         queries[query_id] = QueryRow(
-            query_id, row["benchmark"].strip(), row["domain"].strip(), row["subject"].strip(), row["text"]
+            query_id,
+            row["benchmark"].strip(),
+            row["domain"].strip(),
+            row["subject"].strip(),
+            row["text"],
+            (row.get("answer") or "").strip() or None,
         )
     return list(queries.values())
 

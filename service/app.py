@@ -13,7 +13,19 @@ from fastapi.responses import JSONResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from service.api import aptitude, dimensions, feedback, health, keys, models, reports, reranker, routing
+from service.api import (
+    aptitude,
+    dimensions,
+    feedback,
+    health,
+    keys,
+    models,
+    openai_gateway,
+    reports,
+    reranker,
+    routing,
+)
+from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.registry.catalog import ensure_seed_dimensions
 from service.registry.retention import purge_expired
@@ -123,6 +135,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 type(exc).__name__,
             )
         await batcher.start()
+        app.state.upstreams = UpstreamPool(runtime.settings)  # made inside the serving event loop
         decision_log.start()
         watcher = asyncio.create_task(_follow_active_checkpoint(runtime))
         purger = asyncio.create_task(_purge_periodically(runtime, metrics))
@@ -132,6 +145,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             watcher.cancel()
             purger.cancel()
             await batcher.stop()
+            await app.state.upstreams.aclose()
             decision_log.stop()
             runtime.close()
 
@@ -151,7 +165,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.add_exception_handler(database_error, _unavailable("database"))
     for qdrant_error in (ResponseHandlingException, UnexpectedResponse):
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
-    for module in (health, models, dimensions, routing, aptitude, reranker):
+    for module in (health, models, dimensions, routing, aptitude, reranker, openai_gateway):
         app.include_router(module.router)
     for module in (feedback, keys, reports):  # issue 11: feedback, API keys, admin reports
         app.include_router(module.router)

@@ -111,6 +111,9 @@ def profiles_rebuild() -> None:
 @aptitude_app.command("build")
 def aptitude_build(
     if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when a test exists")] = False,
+    gradable_only: Annotated[
+        bool, typer.Option("--gradable-only", help="only queries with a gold answer (for capprof onboard)")
+    ] = False,
 ) -> None:
     """Build a new aptitude test version (50 tasks x 20 items) from the evaluation data."""
     from service.registry.aptitude import build_test
@@ -118,7 +121,7 @@ def aptitude_build(
 
     with _opened("aptitude build") as runtime, runtime.transaction() as session:
         existing = current_test(session) if if_missing else None
-        test = existing or build_test(session, runtime.store)
+        test = existing or build_test(session, runtime.store, gradable_only)
         version, tasks = test.version, len(test.tasks)
         items = sum(len(t.items) for t in test.tasks)
     typer.echo(f"aptitude test v{version}: {tasks} tasks, {items} items")
@@ -410,6 +413,34 @@ def bench(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(text + "\n")
     typer.echo(text)
+
+
+@app.command()
+def onboard(
+    model: Annotated[str, typer.Argument(help="a registered model with an upstream (endpoint_url)")],
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="items asked at the same time")] = 8,
+    retries: Annotated[int, typer.Option(min=0, max=20, help="retries per item on upstream failures")] = 3,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="max_tokens sent with each item")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="forget answers kept from an earlier run")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run the current aptitude test through MODEL's upstream, grade each answer, record its aptitude (resumable)."""
+    from service.jobs.onboard import onboard as run_onboard
+
+    with _opened("onboard") as runtime:
+        report = run_onboard(
+            runtime, model, concurrency, retries, max_tokens=max_tokens, restart=restart, progress=progress
+        )
+    known = [a for a in report.aptitude if a is not None]
+    typer.echo(
+        f"{report.model}: aptitude test v{report.version}, {report.gradable} of {report.items} items gradable, "
+        f"{report.resumed} kept from an earlier run, {report.asked} asked, {report.failed} failed; "
+        f"{report.recorded} recorded"
+        + (f", accuracy {report.accuracy:.3f} over {len(known)} tasks" if report.accuracy is not None else "")
+    )
+    if report.failed:
+        typer.echo(f"rerun `capprof onboard {model}` to retry the {report.failed} failed items", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

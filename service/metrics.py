@@ -47,3 +47,10 @@ class Metrics:
             "Decisions whose query vector passed the retention window",
             registry=self.registry,
         )
+        # Gateway (service/gateway/): upstreams that failed before their first byte, by model and reason.
+        self.gateway_fallbacks = Counter(
+            "capprof_gateway_upstream_failures",
+            "Upstream attempts that failed before the first byte (the gateway moved on)",
+            ["model", "reason"],
+            registry=self.registry,
+        )

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     retention_purge_interval_s: float | None = Field(
         default=3600.0, gt=0, description="how often expired decision data is purged (None: start-up only)"
     )
+    # OpenAI-compatible gateway (service/gateway/).
+    gateway_max_fallbacks: int = Field(default=2, ge=0, le=10, description="alternatives tried after the first")
+    gateway_connect_timeout_s: float = Field(default=5.0, gt=0, description="per upstream: connecting")
+    gateway_timeout_s: float = Field(
+        default=60.0, gt=0, description="per upstream: waiting for the first byte (and between stream chunks)"
+    )
+    gateway_max_connections: int = Field(default=200, ge=1, description="pooled connections to all upstreams")
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:

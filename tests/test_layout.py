@@ -20,6 +20,11 @@ FORBIDDEN = (
     ("service.routing", "service.registry"),
     ("service.routing", "service.api"),
     ("service.registry", "service.api"),
+    ("service.store", "service.gateway"),
+    ("service.routing", "service.gateway"),
+    ("service.registry", "service.gateway"),
+    ("service.gateway", "service.registry"),
+    ("service.gateway", "service.api"),
 )
 
 

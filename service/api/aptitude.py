@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from profiling.grading import gradable
 from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
 from service.api.schemas import (
     AptitudeAnswersIn,
@@ -48,6 +50,42 @@ def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
     if test is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no aptitude test built yet (capprof aptitude build)")
     return aptitude_document(session, test)
+
+
+class AptitudeGoldOut(BaseModel):
+    item_id: int
+    benchmark: str
+    subject: str | None
+    answer: str | None
+    gradable: bool = Field(description="a gold answer and a grading rule exist (capprof onboard grades it)")
+
+
+class AptitudeAnswersOut(BaseModel):
+    version: int
+    answers: list[AptitudeGoldOut]
+
+
+@router.get("/v1/aptitude/answers", dependencies=[AdminDep])
+def read_aptitude_answers(session: SessionDep) -> AptitudeAnswersOut:
+    """The gold answers of the current test's items: admins only, so a model under test cannot read them."""
+    test = current_test(session)
+    if test is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no aptitude test built yet (capprof aptitude build)")
+    query_of = {item.id: item.query_id for task in test.tasks for item in task.items}
+    rows = {q.id: q for q in session.scalars(select(EvalQuery).where(EvalQuery.id.in_(list(query_of.values()))))}
+    return AptitudeAnswersOut(
+        version=test.version,
+        answers=[
+            AptitudeGoldOut(
+                item_id=item_id,
+                benchmark=rows[q].benchmark,
+                subject=rows[q].subject,
+                answer=rows[q].answer,
+                gradable=gradable(rows[q].benchmark, rows[q].answer),
+            )
+            for item_id, q in query_of.items()
+        ],
+    )
 
 
 @router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep])

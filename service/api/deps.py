@@ -15,6 +15,7 @@ from service.api.auth import RequireAdmin
 from service.api.auth import RequireRead as RequireRead
 from service.api.auth import RequireRoute as RequireRoute
 from service.api.auth import RouteKeyDep as RouteKeyDep
+from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
@@ -42,6 +43,10 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_upstreams(request: Request) -> UpstreamPool:
+    return request.app.state.upstreams
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
@@ -49,3 +54,4 @@ DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 # Admin scope for `dependencies=[AdminDep]` (the Caller itself: service.api.auth.AdminKeyDep).
 AdminDep = RequireAdmin
+UpstreamsDep = Annotated[UpstreamPool, Depends(get_upstreams)]

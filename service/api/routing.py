@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, status
@@ -125,12 +126,15 @@ def _log(
     vector: np.ndarray,
     latency_ms: float,
     caller: Caller,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """Queues the decision row; the gateway adds what served it (`extra`: served model, fallbacks, actual cost)."""
     texts, _ = _texts(body)
     best = decision.alternatives[0]
     text = "\n".join(texts)
     log.append(
-        {
+        (extra or {})
+        | {
             "id": decision.decision_id,
             "created_at": datetime.now(UTC),
             "query_hash": hashlib.sha256("\n".join(texts).encode()).hexdigest(),

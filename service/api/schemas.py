@@ -11,6 +11,12 @@ from profiling.decision import Decision
 
 ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s/][^\s]*$")]
 Price = Annotated[float, Field(ge=0, le=10_000, description="USD per million tokens")]
+# Gateway upstreams: an OpenAI-compatible base URL and the NAME of the env var holding its key (never the key).
+UpstreamUrl = Annotated[str, Field(min_length=8, max_length=500, pattern=r"^https?://[^\s]+$")]
+UpstreamModel = Annotated[str, Field(min_length=1, max_length=200)]
+EnvName = Annotated[
+    str, Field(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="env var NAME holding the key")
+]
 
 
 class Strict(BaseModel):
@@ -42,6 +48,9 @@ class ModelCreate(Strict):
     price_basis: str | None = Field(default=None, max_length=100)
     status: Literal["active", "disabled"] = "active"
     evaluations: list[EvaluationIn] = Field(default_factory=list, max_length=100_000)
+    endpoint_url: UpstreamUrl | None = None
+    upstream_model: UpstreamModel | None = None
+    api_key_env: EnvName | None = None
 
 
 class ModelUpdate(Strict):
@@ -50,6 +59,9 @@ class ModelUpdate(Strict):
     output_usd_per_mtok: Price | None = None
     price_basis: str | None = Field(default=None, max_length=100)
     status: Literal["active", "disabled"] | None = None
+    endpoint_url: UpstreamUrl | None = None
+    upstream_model: UpstreamModel | None = None
+    api_key_env: EnvName | None = None
 
 
 class ModelOut(BaseModel):
@@ -65,6 +77,9 @@ class ModelOut(BaseModel):
     mean_cost_usd: float | None
     created_at: datetime | None = None
     evaluations: int = 0
+    endpoint_url: str | None = None
+    upstream_model: str | None = None
+    api_key_env: str | None = Field(default=None, description="the env var's name; the key is never returned")
 
 
 class EvaluationsIn(Strict):

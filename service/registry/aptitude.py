@@ -21,11 +21,16 @@ from service.store.upsert import upsert
 from service.store.vector_store import VectorStore
 
 
-def build_test(session: Session, store: VectorStore) -> AptitudeTest:
-    """A new version built from all evaluation queries with vectors and the active models' outcomes."""
+def build_test(session: Session, store: VectorStore, gradable_only: bool = False) -> AptitudeTest:
+    """A new version built from all evaluation queries with vectors and the active models' outcomes.
+
+    `gradable_only` keeps the queries with a gold answer, so `capprof onboard` can grade every item itself."""
     data = evaluation_matrix(session, store)
     known = ~np.isnan(data.outcomes)
     usable = known.sum(axis=1) >= 2
+    if gradable_only:
+        answered = session.scalars(select(EvalQuery.id).where(EvalQuery.answer.is_not(None), EvalQuery.answer != ""))
+        usable &= np.isin(data.query_ids, np.fromiter(answered, np.int64))
     if not usable.any():
         raise NotFoundError("no evaluation data to build an aptitude test from: import data first")
     query_ids = data.query_ids[usable]
@@ -34,7 +39,8 @@ def build_test(session: Session, store: VectorStore) -> AptitudeTest:
     subjects = [queries[int(i)].subject or queries[int(i)].domain or "" for i in query_ids]
     built = build_aptitude_test(texts, subjects, data.vectors[usable], data.outcomes[usable])
     version = (session.scalar(select(func.max(AptitudeTest.version))) or 0) + 1
-    test = AptitudeTest(version=version, built_from={"queries": int(usable.sum()), "models": len(data.model_ids)})
+    built_from = {"queries": int(usable.sum()), "models": len(data.model_ids), "gradable_only": gradable_only}
+    test = AptitudeTest(version=version, built_from=built_from)
     for task in built.tasks:
         test.tasks.append(
             AptitudeTask(

@@ -37,6 +37,9 @@ class ImportReport:
     seconds_writing: float = 0.0
 
 
+UPSTREAM_COLUMNS = ("endpoint_url", "upstream_model", "api_key_env")
+
+
 def _exemplar_order(query_id: str) -> str:
     """A fixed pseudo-random order, so the same exemplars are chosen on every import."""
     return hashlib.sha256(query_id.encode()).hexdigest()
@@ -86,6 +89,9 @@ def _write_family(
     vectors: Vectors,
 ) -> int:
     """Models, queries, outcomes, query points and label exemplars of one family."""
+    # Upstream columns are written only when the family's models.csv gives some: a plain re-import keeps
+    # upstreams registered through the API.
+    upstream = UPSTREAM_COLUMNS if any(m.endpoint_url for m in family.models) else ()
     upsert(
         session,
         LlmModel.__table__,  # type: ignore[arg-type]
@@ -97,11 +103,12 @@ def _write_family(
                 "price_basis": m.price_basis,
                 "provider": m.provider,
                 "status": "active",
+                **{c: getattr(m, c) for c in upstream},
             }
             for m in family.models
         ],
         keys=("name",),
-        update=("input_usd_per_mtok", "output_usd_per_mtok", "price_basis", "provider"),
+        update=("input_usd_per_mtok", "output_usd_per_mtok", "price_basis", "provider", *upstream),
     )
     upsert(
         session,
@@ -114,11 +121,12 @@ def _write_family(
                 "subject": q.subject,
                 "text": q.text,
                 "text_hash": text_hash(q.text),
+                "answer": q.answer,
             }
             for q in family.queries
         ],
         keys=("benchmark", "external_id"),
-        update=("domain", "subject", "text", "text_hash"),
+        update=("domain", "subject", "text", "text_hash", "answer"),
     )
     model_id = dict(session.execute(select(LlmModel.name, LlmModel.id)).all())
     benchmarks = {q.benchmark or family.name for q in family.queries}

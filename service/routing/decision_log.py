@@ -82,6 +82,9 @@ class DecisionLog:
                 batch = list(self._pending)
             if not batch:
                 return 0
+            # Rows from /v1/route and from the gateway carry different columns; one insert needs the same keys.
+            columns = {key for row in batch for key in row}
+            batch = [dict.fromkeys(columns) | row for row in batch]
             try:
                 with self._sessions() as session, session.begin():
                     _write(session, batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,18 @@ from service.store.vector_store import EVAL_QUERIES, VectorStore
 
 
 @dataclass(frozen=True)
+class UpstreamTarget:
+    """Where the gateway forwards for one registered model; the key is read from `api_key_env` per request."""
+
+    model: str
+    endpoint_url: str
+    upstream_model: str
+    api_key_env: str | None
+    input_usd_per_mtok: float | None
+    output_usd_per_mtok: float | None
+
+
+@dataclass(frozen=True)
 class RouterState:
     """An immutable snapshot; writers build a new one and swap it in, readers never lock."""
 
@@ -44,6 +57,7 @@ class RouterState:
     stage2: Stage2 | None = None
     presets: dict[str, float] = field(default_factory=dict)  # calibrated operating points, name -> lambda
     p_calibration: tuple[float, float] | None = None  # Platt scaling of the final P(correct)
+    upstreams: Mapping[str, UpstreamTarget] = field(default_factory=dict)  # active models with an endpoint
 
 
 def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
@@ -92,4 +106,16 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
         query_ids=index.ids,
         presets=load_operating_points(session),
         p_calibration=load_probability_calibration(session),
+        upstreams={
+            m.name: UpstreamTarget(
+                m.name,
+                m.endpoint_url,
+                m.upstream_model or m.name,
+                m.api_key_env,
+                m.input_usd_per_mtok,
+                m.output_usd_per_mtok,
+            )
+            for m in models
+            if m.endpoint_url
+        },
     )

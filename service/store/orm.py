@@ -52,6 +52,10 @@ class LlmModel(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(20), default="active")
     typical_output_tokens: Mapped[float | None] = mapped_column(Float)
     mean_cost_usd: Mapped[float | None] = mapped_column(Float)
+    # Gateway upstream (OpenAI-compatible): the key itself is never stored, only the env var that holds it.
+    endpoint_url: Mapped[str | None] = mapped_column(String(500))
+    upstream_model: Mapped[str | None] = mapped_column(String(200))
+    api_key_env: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
@@ -107,6 +111,7 @@ class EvalQuery(Base):
     subject: Mapped[str | None] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
     text_hash: Mapped[str] = mapped_column(String(64), index=True)
+    answer: Mapped[str | None] = mapped_column(Text)  # gold answer where the source gives one; admins only
 
 
 class EvalQueryDimension(Base):
@@ -181,6 +186,12 @@ class RoutingDecision(Base):
     baseline_max_cost_usd: Mapped[float | None] = mapped_column(Float)
     baseline_best_model: Mapped[str | None] = mapped_column(String(200))
     baseline_best_cost_usd: Mapped[float | None] = mapped_column(Float)
+    # Filled by the gateway: which model finally answered, after how many fallbacks, at what real cost.
+    served_model: Mapped[str | None] = mapped_column(String(200))
+    fallbacks: Mapped[int | None] = mapped_column(Integer)
+    actual_cost_usd: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(TimestampMixin, Base):

@@ -1,7 +1,7 @@
 """API key limits, decision details for feedback and reports, feedback, and the admin report views
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-25 19:00:00.000000
 
 The report views are documented column by column in README.md ("Reporting"). Times are bucketed in UTC.
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -33,8 +33,8 @@ def _buckets(column: str) -> tuple[str, str]:
 def _views() -> dict[str, str]:
     hour, day = _buckets("d.created_at")
     postgres = op.get_bind().dialect.name == "postgresql"
-    # Feedback's observed cost. The gateway's measured cost joins here: COALESCE(d.actual_cost_usd, f.cost_usd).
-    actual_cost = "f.cost_usd"
+    # The actual cost: what the gateway measured from the upstream's usage, else what feedback reported.
+    actual_cost = "COALESCE(d.actual_cost_usd, f.cost_usd)"
     routed_cost = "COALESCE(actual_cost_usd, estimated_cost_usd)"
     if postgres:
         percentiles = ", ".join(
@@ -53,7 +53,7 @@ def _views() -> dict[str, str]:
             GROUP BY {hour}, {day}, d.caller, d.chosen_model""",
         "cost_savings": f"""
             WITH routed AS (
-                SELECT {day} AS day, d.caller AS caller, d.chosen_model AS model,
+                SELECT {day} AS day, d.caller AS caller, COALESCE(d.served_model, d.chosen_model) AS model,
                        d.estimated_cost_usd AS estimated_cost_usd,
                        {actual_cost} AS actual_cost_usd,
                        d.baseline_max_cost_usd AS baseline_max_cost_usd,
