@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
+from service.api.failures import data_error, database_error, integrity_error
+from service.api.request_id import RequestIdMiddleware
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
 from service.routing.decision_log import DecisionLog
@@ -121,8 +123,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.decision_log = decision_log
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for database_error in (OperationalError, DBAPIError):
-        app.add_exception_handler(database_error, _unavailable("database"))
+    # Only a lost database is a 503; a value it refuses is the client's 422 (409 for a duplicate).
+    for lost in (OperationalError, InterfaceError):
+        app.add_exception_handler(lost, _unavailable("database"))
+    app.add_exception_handler(DBAPIError, database_error(_unavailable("database")))
+    app.add_exception_handler(IntegrityError, integrity_error)
+    app.add_exception_handler(DataError, data_error)
+    app.add_middleware(RequestIdMiddleware)
     for qdrant_error in (ResponseHandlingException, UnexpectedResponse):
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
     for module in (health, models, dimensions, routing, aptitude, reranker):

@@ -34,14 +34,14 @@ app.add_typer(reranker_app, name="reranker")
 @contextmanager
 def _opened(command: str) -> Iterator[Runtime]:
     """One command's runtime: a refusal (bad data, something missing) exits 2 with the reason; stores are closed."""
-    from service.errors import NotFoundError
+    from service.errors import NotFoundError, StoreBusyError
     from service.routing.engine import NoModelsError
     from service.runtime import Runtime
 
     runtime = Runtime(Settings())
     try:
         yield runtime
-    except (DatasetError, NotFoundError, NoModelsError) as exc:
+    except (DatasetError, NotFoundError, NoModelsError, StoreBusyError) as exc:
         typer.echo(f"{command}: {exc}", err=True)
         raise typer.Exit(2) from exc
     finally:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, ModelPathName, RuntimeDep, SessionDep
 from service.api.schemas import (
     AptitudeAnswersIn,
     AptitudeItemOut,
@@ -51,7 +51,9 @@ def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
 
 
 @router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep])
-def submit_aptitude(name: str, body: AptitudeAnswersIn, session: SessionDep, runtime: RuntimeDep) -> AptitudeResultOut:
+def submit_aptitude(
+    name: ModelPathName, body: AptitudeAnswersIn, session: SessionDep, runtime: RuntimeDep
+) -> AptitudeResultOut:
     with session.begin():
         model = session.scalar(select(LlmModel).where(LlmModel.name == name))
         if model is None:

@@ -6,9 +6,12 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
+from service.api.schemas import LABEL_PATTERN, check_label
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
@@ -36,17 +39,39 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+# Security schemes (they appear in OpenAPI); either one carries the admin key.
+ADMIN_KEY_HEADER = APIKeyHeader(
+    name="X-Admin-Key", scheme_name="AdminKey", auto_error=False, description="the admin key (CAPPROF_ADMIN_KEY)"
+)
+BEARER = HTTPBearer(scheme_name="Bearer", auto_error=False, description="Authorization: Bearer <admin key>")
+
+
+def is_admin(runtime: Runtime, offered: str | None) -> bool:
+    """An empty key never authenticates, whatever is configured."""
+    expected = runtime.settings.admin_key.get_secret_value()
+    if not offered or not expected:
+        return False
+    return secrets.compare_digest(offered.encode(), expected.encode())
+
+
+def offered_key(request: Request) -> str | None:
+    """The key a request offers, read straight from its headers (for endpoints where a key is optional)."""
+    x_admin_key = request.headers.get("X-Admin-Key")
+    authorization = request.headers.get("Authorization", "")
+    if x_admin_key:
+        return x_admin_key
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
 def require_admin(
     runtime: Annotated[Runtime, Depends(get_runtime)],
-    x_admin_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    x_admin_key: Annotated[str | None, Security(ADMIN_KEY_HEADER)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> None:
     """Admin surfaces take the admin key as `X-Admin-Key: KEY` or `Authorization: Bearer KEY`."""
-    offered = x_admin_key
-    if offered is None and authorization and authorization.lower().startswith("bearer "):
-        offered = authorization[7:]
-    expected = runtime.settings.admin_key.get_secret_value()
-    if offered is None or not secrets.compare_digest(offered.encode(), expected.encode()):
+    offered = x_admin_key or (bearer.credentials if bearer is not None else None)
+    if not is_admin(runtime, offered):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="admin key required (X-Admin-Key header or Authorization: Bearer)",
@@ -60,3 +85,9 @@ BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Depends(require_admin)
+# A model name in a path: a NUL or another control character is a 422 before any store is asked.
+ModelPathName = Annotated[
+    str,
+    Path(min_length=1, max_length=200, json_schema_extra={"pattern": LABEL_PATTERN}, description="the model's name"),
+    AfterValidator(check_label),
+]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AdminDep, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, ModelPathName, RuntimeDep, SessionDep
 from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
@@ -60,12 +60,12 @@ def list_models(session: SessionDep) -> list[ModelOut]:
 
 
 @router.get("/{name:path}")
-def read_model(name: str, session: SessionDep) -> ModelOut:
+def read_model(name: ModelPathName, session: SessionDep) -> ModelOut:
     return _out(session, _get(session, name))
 
 
 @router.patch("/{name:path}", dependencies=[AdminDep])
-def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
+def update_model(name: ModelPathName, body: ModelUpdate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
     with session.begin():
         model = _get(session, name)
         for field, value in body.model_dump(exclude_unset=True).items():
@@ -75,7 +75,7 @@ def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: Run
 
 
 @router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
-def delete_model(name: str, session: SessionDep, runtime: RuntimeDep) -> Response:
+def delete_model(name: ModelPathName, session: SessionDep, runtime: RuntimeDep) -> Response:
     with session.begin():
         session.delete(_get(session, name))
     runtime.reload_router()
@@ -83,7 +83,9 @@ def delete_model(name: str, session: SessionDep, runtime: RuntimeDep) -> Respons
 
 
 @router.post("/{name:path}/evaluations", dependencies=[AdminDep])
-def add_model_evaluations(name: str, body: EvaluationsIn, session: SessionDep, runtime: RuntimeDep) -> EvaluationsOut:
+def add_model_evaluations(
+    name: ModelPathName, body: EvaluationsIn, session: SessionDep, runtime: RuntimeDep
+) -> EvaluationsOut:
     with session.begin():
         model = _get(session, name)
         written = _write_evaluations(session, runtime, model, body.evaluations)

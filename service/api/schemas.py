@@ -2,30 +2,78 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from profiling.decision import Decision
 
-ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s/][^\s]*$")]
+# --- Edge validation (issue 10): what a store cannot hold, or holds only to fail later, never reaches it. ---
+INT32_MAX = 2**31 - 1  # Integer columns (output_tokens, versions, ids)
+MAX_QUERY_COST_USD = 1_000.0  # one query's cost; far above any real price, and keeps SQL AVG/SUM finite
+# C0 controls, DEL and lone UTF-16 surrogates (JSON "\\ud800" decodes to one; no database can encode it).
+# The patterns are written with escapes so that they read the same in Python, in JSON Schema and in ECMAScript.
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_SURROGATES = r"\ud800-\udfff"
+LABEL_PATTERN = rf"^[^{_CONTROLS}\t\n\r{_SURROGATES}]*$"
+TEXT_PATTERN = rf"^[^{_CONTROLS}{_SURROGATES}]*$"
+NAME_PATTERN = rf"^[^\s/{_CONTROLS}{_SURROGATES}][^\s{_CONTROLS}{_SURROGATES}]*$"
+_BAD_IN_LABEL = re.compile(rf"[{_CONTROLS}\t\n\r{_SURROGATES}]")
+_BAD_IN_TEXT = re.compile(rf"[{_CONTROLS}{_SURROGATES}]")
+
+
+def _reject(value: str, bad: re.Pattern[str]) -> str:
+    found = bad.search(value)
+    if found is not None:
+        code = ord(found.group())
+        kind = "a lone surrogate" if code >= 0xD800 else "a control character"
+        raise ValueError(f"contains {kind} (U+{code:04X}) at position {found.start()}")
+    return value
+
+
+def check_label(value: str) -> str:
+    """Names, ids and labels: no control character at all."""
+    return _reject(value, _BAD_IN_LABEL)
+
+
+def check_text(value: str) -> str:
+    """Texts (queries, exemplars, descriptions): tab, newline and carriage return are fine."""
+    return _reject(value, _BAD_IN_TEXT)
+
+
+Label = Annotated[str, AfterValidator(check_label), Field(json_schema_extra={"pattern": LABEL_PATTERN})]
+Text = Annotated[str, AfterValidator(check_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+ModelName = Annotated[
+    str,
+    AfterValidator(check_label),
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s/][^\s]*$",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    ),
+]
 Price = Annotated[float, Field(ge=0, le=10_000, description="USD per million tokens")]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields, non-finite numbers and type coercion ("5" for 5) are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class EvaluationIn(Strict):
     """An outcome of the model on one query: name a stored query, or give a new query's text."""
 
     score: float = Field(ge=0, le=1, description="1 = correct, 0 = wrong; fractions allowed")
-    benchmark: str = Field(default="api", min_length=1, max_length=100)
-    query_id: str | None = Field(default=None, min_length=1, max_length=200)
-    text: str | None = Field(default=None, min_length=1, max_length=100_000)
-    cost_usd: float | None = Field(default=None, ge=0)
-    output_tokens: int | None = Field(default=None, ge=0)
+    benchmark: Label = Field(default="api", min_length=1, max_length=100)
+    query_id: Label | None = Field(default=None, min_length=1, max_length=200)
+    text: Text | None = Field(default=None, min_length=1, max_length=100_000)
+    cost_usd: float | None = Field(default=None, ge=0, le=MAX_QUERY_COST_USD, description="USD for this query")
+    output_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _needs_query(self) -> EvaluationIn:
@@ -36,20 +84,28 @@ class EvaluationIn(Strict):
 
 class ModelCreate(Strict):
     name: ModelName
-    provider: str | None = Field(default=None, max_length=100)
+    provider: Label | None = Field(default=None, max_length=100)
     input_usd_per_mtok: Price | None = None
     output_usd_per_mtok: Price | None = None
-    price_basis: str | None = Field(default=None, max_length=100)
+    price_basis: Label | None = Field(default=None, max_length=100)
     status: Literal["active", "disabled"] = "active"
     evaluations: list[EvaluationIn] = Field(default_factory=list, max_length=100_000)
 
 
 class ModelUpdate(Strict):
-    provider: str | None = Field(default=None, max_length=100)
+    provider: Label | None = Field(default=None, max_length=100)
     input_usd_per_mtok: Price | None = None
     output_usd_per_mtok: Price | None = None
-    price_basis: str | None = Field(default=None, max_length=100)
-    status: Literal["active", "disabled"] | None = None
+    price_basis: Label | None = Field(default=None, max_length=100)
+    # NOT NULL column: leave the field out to keep the status; an explicit null is refused (not in the schema)
+    status: Literal["active", "disabled"] | SkipJsonSchema[None] = None
+
+    @field_validator("status")
+    @classmethod
+    def _status_not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("may not be null (leave it out to keep the current status)")
+        return value
 
 
 class ModelOut(BaseModel):
@@ -78,9 +134,9 @@ class EvaluationsOut(BaseModel):
 
 class DimensionCreate(Strict):
     kind: Literal["capability", "domain"] = "domain"
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
-    exemplars: list[Annotated[str, Field(min_length=1, max_length=10_000)]] = Field(min_length=1, max_length=1000)
+    name: Label = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=2000)
+    exemplars: list[Annotated[Text, Field(min_length=1, max_length=10_000)]] = Field(min_length=1, max_length=1000)
 
 
 class DimensionOut(BaseModel):
@@ -94,11 +150,11 @@ class DimensionOut(BaseModel):
 
 class Message(Strict):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = Field(max_length=200_000)
+    content: Text = Field(max_length=200_000)
 
 
 class RouteRequest(Strict):
-    query: str | None = Field(default=None, min_length=1, max_length=200_000)
+    query: Text | None = Field(default=None, min_length=1, max_length=200_000)
     messages: list[Message] | None = Field(default=None, min_length=1, max_length=200)
     cost_weight: float = Field(
         default=0.0, ge=0, le=1000, alias="lambda", description="quality per USD per 1,000 queries you trade for cost"
@@ -110,7 +166,7 @@ class RouteRequest(Strict):
     top_n: int = Field(default=3, ge=1, le=100)
     explain: bool = False
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _one_input(self) -> RouteRequest:
@@ -216,12 +272,14 @@ class AptitudeTestOut(BaseModel):
 
 
 class AptitudeAnswer(Strict):
-    item_id: int
+    item_id: int = Field(ge=1, le=INT32_MAX)
     score: float = Field(ge=0, le=1, description="1 = the model answered the item correctly")
 
 
 class AptitudeAnswersIn(Strict):
-    version: int | None = Field(default=None, description="the test version answered (default: the current one)")
+    version: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="the test version answered (default: the current one)"
+    )
     answers: list[AptitudeAnswer] = Field(min_length=1, max_length=10_000)
 
 
@@ -249,4 +307,4 @@ class RerankerCheckpointOut(BaseModel):
 
 
 class ActivateIn(Strict):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT32_MAX)
