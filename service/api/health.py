@@ -31,7 +31,7 @@ class ReadinessOut(BaseModel):
     )
     checks: dict[str, str] | None = Field(default=None, description="each component's state (admin key only)")
     warnings: list[str] | None = Field(default=None, description="admin key only")
-    reranker_version: int | None = None
+    reranker_version: int | None = Field(description="the active Model-SAT checkpoint, if any")
 
 
 def _probe(check: Callable[[], object]) -> str:
@@ -64,7 +64,8 @@ def readyz(request: Request, runtime: RuntimeDep, log: DecisionLogDep) -> JSONRe
     state: Readiness = "not ready"
     if can_route:
         state = "ready" if all(v == "ok" for v in checks.values()) else "degraded"
-    body = ReadinessOut(status=state)
+    stage2 = runtime.router.state.stage2 if runtime.router.loaded else None
+    body: dict[str, object] = {"status": state, "reranker_version": stage2.version if stage2 is not None else None}
     if is_admin(runtime, offered_key(request)):
         warnings: list[str] = []
         if runtime.router.loaded and len(runtime.router.state.models) == 0:
@@ -75,16 +76,9 @@ def readyz(request: Request, runtime: RuntimeDep, log: DecisionLogDep) -> JSONRe
             )
         if log.last_error:
             warnings.append(f"decision log retrying ({log.pending} pending): {log.last_error.split(':')[0]}")
-        stage2 = runtime.router.state.stage2 if runtime.router.loaded else None
-        body = body.model_copy(
-            update={
-                "checks": checks,
-                "warnings": warnings,
-                "reranker_version": stage2.version if stage2 is not None else None,
-            }
-        )
+        body.update(checks=checks, warnings=warnings)
     return JSONResponse(
-        body.model_dump(exclude_none=True),
+        body,
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE if state == "not ready" else status.HTTP_200_OK,
     )
 
