@@ -7,15 +7,18 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.api.failures import data_error, database_error, integrity_error
 from service.api.request_id import RequestIdMiddleware
+from service.api.schemas import pattern_problem
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
 from service.routing.decision_log import DecisionLog
@@ -37,9 +40,25 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field(tuple(e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+    errors = [
+        {
+            "field": _field(tuple(e["loc"])),
+            "problem": pattern_problem(e.get("input"), (e.get("ctx") or {}).get("pattern", "")) or e["msg"],
+        }
+        for e in exc.errors()
+    ]
     message = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
     return JSONResponse({"detail": message, "errors": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A 422 raised in code ("field: problem") gets the same body as a schema 422: detail plus errors."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code != status.HTTP_422_UNPROCESSABLE_CONTENT or not isinstance(exc.detail, str):
+        return await http_exception_handler(request, exc)
+    field, _, problem = exc.detail.partition(": ")
+    errors = [{"field": field, "problem": problem}] if problem else [{"field": "body", "problem": exc.detail}]
+    return JSONResponse({"detail": exc.detail, "errors": errors}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _unavailable(store: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -112,7 +131,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             decision_log.stop()
             runtime.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc served from the package: /docs works offline
         title="capprof",
         version="0.1.0",
         summary="Routes each query to the LLM that answers it best for the money.",
@@ -123,6 +142,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.decision_log = decision_log
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
     # Only a lost database is a 503; a value it refuses is the client's 422 (409 for a duplicate).
     for lost in (OperationalError, InterfaceError):
         app.add_exception_handler(lost, _unavailable("database"))

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.deps import AdminDep, ModelPathName, RuntimeDep, SessionDep
+from service.api.responses import errors
 from service.api.schemas import (
     AptitudeAnswersIn,
     AptitudeItemOut,
@@ -22,7 +23,7 @@ from service.registry.aptitude import Answer, record_answers
 from service.store.orm import AptitudeTest, EvalQuery, LlmModel
 from service.store.readers import aptitude_matrix, current_test
 
-router = APIRouter(tags=["aptitude"])
+router = APIRouter(tags=["aptitude"], responses=errors(503))
 
 
 def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:
@@ -42,7 +43,7 @@ def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:
     )
 
 
-@router.get("/v1/aptitude")
+@router.get("/v1/aptitude", responses=errors(404))
 def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
     test = current_test(session)
     if test is None:
@@ -50,7 +51,7 @@ def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
     return aptitude_document(session, test)
 
 
-@router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep])
+@router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep], responses=errors(401, 404, 409, 422))
 def submit_aptitude(
     name: ModelPathName, body: AptitudeAnswersIn, session: SessionDep, runtime: RuntimeDep
 ) -> AptitudeResultOut:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from service.api.schemas import LABEL_PATTERN, check_label
@@ -89,5 +89,5 @@ AdminDep = Depends(require_admin)
 ModelPathName = Annotated[
     str,
     Path(min_length=1, max_length=200, json_schema_extra={"pattern": LABEL_PATTERN}, description="the model's name"),
-    AfterValidator(check_label),
+    BeforeValidator(check_label),
 ]

@@ -7,13 +7,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.api.deps import AdminDep, ModelPathName, RuntimeDep, SessionDep
+from service.api.responses import errors
 from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
 from service.store.orm import EvalRecord, LlmModel
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(503))
 
 
 def _get(session: Session, name: str) -> LlmModel:
@@ -36,7 +37,7 @@ def _write_evaluations(session: Session, runtime: Runtime, model: LlmModel, item
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep])
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep], responses=errors(401, 409, 422))
 def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
     with session.begin():
         if session.scalar(select(LlmModel.id).where(LlmModel.name == body.name)) is not None:
@@ -59,12 +60,12 @@ def list_models(session: SessionDep) -> list[ModelOut]:
     ]
 
 
-@router.get("/{name:path}")
+@router.get("/{name:path}", responses=errors(404, 422))
 def read_model(name: ModelPathName, session: SessionDep) -> ModelOut:
     return _out(session, _get(session, name))
 
 
-@router.patch("/{name:path}", dependencies=[AdminDep])
+@router.patch("/{name:path}", dependencies=[AdminDep], responses=errors(401, 404, 422))
 def update_model(name: ModelPathName, body: ModelUpdate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
     with session.begin():
         model = _get(session, name)
@@ -74,7 +75,12 @@ def update_model(name: ModelPathName, body: ModelUpdate, session: SessionDep, ru
     return _out(session, model)
 
 
-@router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
+@router.delete(
+    "/{name:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminDep],
+    responses=errors(401, 404, 422),
+)
 def delete_model(name: ModelPathName, session: SessionDep, runtime: RuntimeDep) -> Response:
     with session.begin():
         session.delete(_get(session, name))
@@ -82,7 +88,7 @@ def delete_model(name: ModelPathName, session: SessionDep, runtime: RuntimeDep) 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name:path}/evaluations", dependencies=[AdminDep])
+@router.post("/{name:path}/evaluations", dependencies=[AdminDep], responses=errors(401, 404, 422))
 def add_model_evaluations(
     name: ModelPathName, body: EvaluationsIn, session: SessionDep, runtime: RuntimeDep
 ) -> EvaluationsOut:

@@ -16,6 +16,7 @@ from profiling.decision import Decision
 from profiling.embedder import Vectors
 from profiling.scoring import Constraints
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep
+from service.api.responses import errors
 from service.api.schemas import BatchRouteRequest, BatchRouteResponse, RouteRequest, RouteResponse, decision_response
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
@@ -122,7 +123,7 @@ def _log(
     metrics.decisions_pending.set(log.pending)
 
 
-@router.post("/route")
+@router.post("/route", responses=errors(422, 503))
 async def route(
     body: RouteRequest,
     runtime: RuntimeDep,
@@ -144,7 +145,7 @@ async def route(
     return decision_response(decision, latency_ms)
 
 
-@router.post("/route/batch")
+@router.post("/route/batch", responses=errors(422, 503))
 async def route_batch(
     body: BatchRouteRequest,
     runtime: RuntimeDep,

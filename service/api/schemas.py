@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from profiling.decision import Decision
@@ -20,49 +21,61 @@ _CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
 _SURROGATES = r"\ud800-\udfff"
 LABEL_PATTERN = rf"^[^{_CONTROLS}\t\n\r{_SURROGATES}]*$"
 TEXT_PATTERN = rf"^[^{_CONTROLS}{_SURROGATES}]*$"
+# leading whitespace, then one visible character: linear on Python's re (no nested backtracking on long texts)
+NONBLANK_TEXT_PATTERN = rf"^[^\S{_CONTROLS}]*[^\s{_CONTROLS}{_SURROGATES}][^{_CONTROLS}{_SURROGATES}]*$"
 NAME_PATTERN = rf"^[^\s/{_CONTROLS}{_SURROGATES}][^\s{_CONTROLS}{_SURROGATES}]*$"
 _BAD_IN_LABEL = re.compile(rf"[{_CONTROLS}\t\n\r{_SURROGATES}]")
 _BAD_IN_TEXT = re.compile(rf"[{_CONTROLS}{_SURROGATES}]")
 
 
-def _reject(value: str, bad: re.Pattern[str]) -> str:
-    found = bad.search(value)
+def pattern_problem(value: object, pattern: str) -> str | None:
+    """A readable problem for a value that failed one of the patterns above (the 422 handler uses it)."""
+    if not isinstance(value, str) or pattern not in (LABEL_PATTERN, TEXT_PATTERN, NONBLANK_TEXT_PATTERN, NAME_PATTERN):
+        return None
+    found = (_BAD_IN_LABEL if pattern in (LABEL_PATTERN, NAME_PATTERN) else _BAD_IN_TEXT).search(value)
     if found is not None:
         code = ord(found.group())
         kind = "a lone surrogate" if code >= 0xD800 else "a control character"
-        raise ValueError(f"contains {kind} (U+{code:04X}) at position {found.start()}")
+        return f"contains {kind} (U+{code:04X}) at position {found.start()}"
+    if pattern == NONBLANK_TEXT_PATTERN:
+        return "is blank"
+    if pattern == NAME_PATTERN:
+        return "may not contain whitespace nor start with '/'"
+    return None
+
+
+def check_label(value: object) -> object:
+    """For parameters outside the bodies (a path name): the same rule as Label, as a validator."""
+    problem = pattern_problem(value, LABEL_PATTERN)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
-def check_label(value: str) -> str:
-    """Names, ids and labels: no control character at all."""
-    return _reject(value, _BAD_IN_LABEL)
-
-
-def check_text(value: str) -> str:
-    """Texts (queries, exemplars, descriptions): tab, newline and carriage return are fine."""
-    return _reject(value, _BAD_IN_TEXT)
-
-
-Label = Annotated[str, AfterValidator(check_label), Field(json_schema_extra={"pattern": LABEL_PATTERN})]
-Text = Annotated[str, AfterValidator(check_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
-ModelName = Annotated[
-    str,
-    AfterValidator(check_label),
-    Field(
-        min_length=1,
-        max_length=200,
-        pattern=r"^[^\s/][^\s]*$",
-        json_schema_extra={"pattern": NAME_PATTERN},
-    ),
-]
+# The patterns run on Python's re engine (Strict's config): pydantic's default engine cannot express surrogates.
+Label = Annotated[str, Field(pattern=LABEL_PATTERN)]  # names, ids, labels: no control character at all
+Text = Annotated[str, Field(pattern=TEXT_PATTERN)]  # queries, exemplars, descriptions: tab and newlines are fine
+ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 Price = Annotated[float, Field(ge=0, le=10_000, description="USD per million tokens")]
+
+
+def _present_not_null(extra: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """JSON Schema of an optional field that may be left out but not sent as null (its validator refuses null)."""
+
+    def rewrite(schema: dict[str, Any]) -> None:
+        variants = [v for v in schema.pop("anyOf", []) if v.get("type") != "null"]
+        if variants:
+            schema.update(variants[0])
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return rewrite
 
 
 class Strict(BaseModel):
     """Request bodies: unknown fields, non-finite numbers and type coercion ("5" for 5) are refused."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, regex_engine="python-re")
 
 
 class EvaluationIn(Strict):
@@ -154,8 +167,24 @@ class Message(Strict):
 
 
 class RouteRequest(Strict):
-    query: Text | None = Field(default=None, min_length=1, max_length=200_000)
-    messages: list[Message] | None = Field(default=None, min_length=1, max_length=200)
+    """Exactly one of `query` (one text) or `messages` (a chat); null is not a way to leave one out."""
+
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200_000,
+        pattern=NONBLANK_TEXT_PATTERN,
+        json_schema_extra=_present_not_null({}),
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="at least one message with non-blank content",
+        json_schema_extra=_present_not_null(
+            {"contains": {"properties": {"content": {"pattern": NONBLANK_TEXT_PATTERN}}}}
+        ),
+    )
     cost_weight: float = Field(
         default=0.0, ge=0, le=1000, alias="lambda", description="quality per USD per 1,000 queries you trade for cost"
     )
@@ -166,7 +195,14 @@ class RouteRequest(Strict):
     top_n: int = Field(default=3, ge=1, le=100)
     explain: bool = False
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        regex_engine="python-re",
+        populate_by_name=True,
+        json_schema_extra={"oneOf": [{"required": ["query"]}, {"required": ["messages"]}]},
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> RouteRequest:
@@ -176,12 +212,13 @@ class RouteRequest(Strict):
             raise ValueError("messages: every message is empty")
         return self
 
-    @field_validator("query")
+    @field_validator("query", "messages", mode="before")
     @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("query is blank")
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may not be null (leave it out)")
         return value
+
 
 
 class BatchRouteRequest(Strict):
