@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.api.failures import data_error, database_error, integrity_error
@@ -42,7 +43,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
-            "field": _field(tuple(e["loc"])),
+            "field": "body" if e["type"] == "json_invalid" else _field(tuple(e["loc"])),
             "problem": pattern_problem(e.get("input"), (e.get("ctx") or {}).get("pattern", "")) or e["msg"],
         }
         for e in exc.errors()
@@ -53,7 +54,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """A 422 raised in code ("field: problem") gets the same body as a schema 422: detail plus errors."""
-    assert isinstance(exc, HTTPException)
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not UTF-8: invalid input like any other, so the same 422
+        exc = HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="body: is not valid UTF-8 JSON")
     if exc.status_code != status.HTTP_422_UNPROCESSABLE_CONTENT or not isinstance(exc.detail, str):
         return await http_exception_handler(request, exc)
     field, _, problem = exc.detail.partition(": ")
@@ -142,7 +146,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.decision_log = decision_log
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     # Only a lost database is a 503; a value it refuses is the client's 422 (409 for a duplicate).
     for lost in (OperationalError, InterfaceError):
         app.add_exception_handler(lost, _unavailable("database"))

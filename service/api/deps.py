@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
-from service.api.schemas import LABEL_PATTERN, check_label
+from service.api.schemas import LABEL_SCHEMA_PATTERN, check_label
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
@@ -88,6 +88,6 @@ AdminDep = Depends(require_admin)
 # A model name in a path: a NUL or another control character is a 422 before any store is asked.
 ModelPathName = Annotated[
     str,
-    Path(min_length=1, max_length=200, json_schema_extra={"pattern": LABEL_PATTERN}, description="the model's name"),
+    Path(min_length=1, max_length=200, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN}, description="the model's name"),
     BeforeValidator(check_label),
 ]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -83,7 +83,11 @@ def readyz(request: Request, runtime: RuntimeDep, log: DecisionLogDep) -> JSONRe
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 def metrics(metrics: MetricsDep, log: DecisionLogDep) -> Response:
     metrics.decisions_pending.set(log.pending)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

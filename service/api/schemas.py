@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from profiling.decision import Decision
@@ -16,14 +16,24 @@ from profiling.decision import Decision
 INT32_MAX = 2**31 - 1  # Integer columns (output_tokens, versions, ids)
 MAX_QUERY_COST_USD = 1_000.0  # one query's cost; far above any real price, and keeps SQL AVG/SUM finite
 # C0 controls, DEL and lone UTF-16 surrogates (JSON "\\ud800" decodes to one; no database can encode it).
-# The patterns are written with escapes so that they read the same in Python, in JSON Schema and in ECMAScript.
 _CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
 _SURROGATES = r"\ud800-\udfff"
-LABEL_PATTERN = rf"^[^{_CONTROLS}\t\n\r{_SURROGATES}]*$"
-TEXT_PATTERN = rf"^[^{_CONTROLS}{_SURROGATES}]*$"
+
+
+def _patterns(body: str) -> tuple[str, str]:
+    """(pattern enforced on Python's re, pattern published in the JSON Schema) for one rule. The published one
+    leaves out the surrogate range (Rust-based validators cannot compile it; JSON generators never make lone
+    surrogates) and ends with `$`, ECMAScript's end of input; Python's `$` also matches before a final newline."""
+    return "^" + body.replace("%S", _SURROGATES) + r"\Z", "^" + body.replace("%S", "") + "$"
+
+
+LABEL_PATTERN, LABEL_SCHEMA_PATTERN = _patterns(rf"[^{_CONTROLS}\t\n\r%S]*")
+TEXT_PATTERN, TEXT_SCHEMA_PATTERN = _patterns(rf"[^{_CONTROLS}%S]*")
 # leading whitespace, then one visible character: linear on Python's re (no nested backtracking on long texts)
-NONBLANK_TEXT_PATTERN = rf"^[^\S{_CONTROLS}]*[^\s{_CONTROLS}{_SURROGATES}][^{_CONTROLS}{_SURROGATES}]*$"
-NAME_PATTERN = rf"^[^\s/{_CONTROLS}{_SURROGATES}][^\s{_CONTROLS}{_SURROGATES}]*$"
+NONBLANK_TEXT_PATTERN, NONBLANK_TEXT_SCHEMA_PATTERN = _patterns(
+    rf"[^\S{_CONTROLS}]*[^\s{_CONTROLS}%S][^{_CONTROLS}%S]*"
+)
+NAME_PATTERN, NAME_SCHEMA_PATTERN = _patterns(rf"[^\s/{_CONTROLS}%S][^\s{_CONTROLS}%S]*")
 _BAD_IN_LABEL = re.compile(rf"[{_CONTROLS}\t\n\r{_SURROGATES}]")
 _BAD_IN_TEXT = re.compile(rf"[{_CONTROLS}{_SURROGATES}]")
 
@@ -53,10 +63,26 @@ def check_label(value: object) -> object:
 
 
 # The patterns run on Python's re engine (Strict's config): pydantic's default engine cannot express surrogates.
-Label = Annotated[str, Field(pattern=LABEL_PATTERN)]  # names, ids, labels: no control character at all
-Text = Annotated[str, Field(pattern=TEXT_PATTERN)]  # queries, exemplars, descriptions: tab and newlines are fine
-ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+# names, ids, labels: no control character at all
+Label = Annotated[str, Field(pattern=LABEL_PATTERN, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN})]
+# queries, exemplars, descriptions: tab and newlines are fine
+Text = Annotated[str, Field(pattern=TEXT_PATTERN, json_schema_extra={"pattern": TEXT_SCHEMA_PATTERN})]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN, json_schema_extra={"pattern": NAME_SCHEMA_PATTERN})
+]
 Price = Annotated[float, Field(ge=0, le=10_000, description="USD per million tokens")]
+
+
+def _whole(value: object) -> object:
+    """JSON has one number type: 5.0 is the integer 5 (JSON Schema agrees); 5.5, "5" and true stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integer columns are 32-bit: the bounds sit inside the annotation, before the float-to-int step.
+Count = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_whole)]
+RowId = Annotated[int, Field(ge=1, le=INT32_MAX), BeforeValidator(_whole)]
 
 
 def _present_not_null(extra: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -72,6 +98,14 @@ def _present_not_null(extra: dict[str, Any]) -> Callable[[dict[str, Any]], None]
     return rewrite
 
 
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive timestamps (its CURRENT_TIMESTAMP is UTC); RFC 3339 output needs the offset."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
 class Strict(BaseModel):
     """Request bodies: unknown fields, non-finite numbers and type coercion ("5" for 5) are refused."""
 
@@ -81,12 +115,21 @@ class Strict(BaseModel):
 class EvaluationIn(Strict):
     """An outcome of the model on one query: name a stored query, or give a new query's text."""
 
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["query_id"]}, {"required": ["text"]}]})
+
     score: float = Field(ge=0, le=1, description="1 = correct, 0 = wrong; fractions allowed")
     benchmark: Label = Field(default="api", min_length=1, max_length=100)
-    query_id: Label | None = Field(default=None, min_length=1, max_length=200)
-    text: Text | None = Field(default=None, min_length=1, max_length=100_000)
+    query_id: Label | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_present_not_null({}))
+    text: Text | None = Field(default=None, min_length=1, max_length=100_000, json_schema_extra=_present_not_null({}))
     cost_usd: float | None = Field(default=None, ge=0, le=MAX_QUERY_COST_USD, description="USD for this query")
-    output_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    output_tokens: Count | None = None
+
+    @field_validator("query_id", "text", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may not be null (leave it out)")
+        return value
 
     @model_validator(mode="after")
     def _needs_query(self) -> EvaluationIn:
@@ -132,7 +175,7 @@ class ModelOut(BaseModel):
     status: str
     typical_output_tokens: float | None
     mean_cost_usd: float | None
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     evaluations: int = 0
 
 
@@ -174,7 +217,7 @@ class RouteRequest(Strict):
         min_length=1,
         max_length=200_000,
         pattern=NONBLANK_TEXT_PATTERN,
-        json_schema_extra=_present_not_null({}),
+        json_schema_extra=_present_not_null({"pattern": NONBLANK_TEXT_SCHEMA_PATTERN}),
     )
     messages: list[Message] | None = Field(
         default=None,
@@ -182,7 +225,7 @@ class RouteRequest(Strict):
         max_length=200,
         description="at least one message with non-blank content",
         json_schema_extra=_present_not_null(
-            {"contains": {"properties": {"content": {"pattern": NONBLANK_TEXT_PATTERN}}}}
+            {"contains": {"properties": {"content": {"pattern": NONBLANK_TEXT_SCHEMA_PATTERN}}}}
         ),
     )
     cost_weight: float = Field(
@@ -192,7 +235,7 @@ class RouteRequest(Strict):
     max_cost: float | None = Field(default=None, gt=0, description="USD per query, estimated")
     exclude_models: list[str] = Field(default_factory=list)
     exclude_providers: list[str] = Field(default_factory=list)
-    top_n: int = Field(default=3, ge=1, le=100)
+    top_n: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole)] = 3
     explain: bool = False
 
     model_config = ConfigDict(
@@ -218,7 +261,6 @@ class RouteRequest(Strict):
         if value is None:
             raise ValueError("may not be null (leave it out)")
         return value
-
 
 
 class BatchRouteRequest(Strict):
@@ -309,14 +351,12 @@ class AptitudeTestOut(BaseModel):
 
 
 class AptitudeAnswer(Strict):
-    item_id: int = Field(ge=1, le=INT32_MAX)
+    item_id: RowId
     score: float = Field(ge=0, le=1, description="1 = the model answered the item correctly")
 
 
 class AptitudeAnswersIn(Strict):
-    version: int | None = Field(
-        default=None, ge=1, le=INT32_MAX, description="the test version answered (default: the current one)"
-    )
+    version: RowId | None = Field(default=None, description="the test version answered (default: the current one)")
     answers: list[AptitudeAnswer] = Field(min_length=1, max_length=10_000)
 
 
@@ -337,11 +377,11 @@ class RerankerCheckpointOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     version: int
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     active: bool
     data_fingerprint: str
     metrics: dict[str, float]
 
 
 class ActivateIn(Strict):
-    version: int = Field(ge=1, le=INT32_MAX)
+    version: RowId
