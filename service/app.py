@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.api.failures import data_error, database_error, integrity_error
-from service.api.request_id import RequestIdMiddleware
+from service.api.request_id import REQUEST_ID, RequestIdMiddleware
 from service.api.schemas import pattern_problem
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
@@ -69,7 +69,7 @@ def _unavailable(store: str) -> Callable[[Request, Exception], Awaitable[JSONRes
     """A 503 that says which store is down and that the request changed nothing (its transaction rolled back)."""
 
     async def handler(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s unavailable: %s", store, type(exc).__name__)
+        logger.error("%s unavailable: %s, request id %s", store, type(exc).__name__, REQUEST_ID.get())
         return JSONResponse(
             {"detail": f"{store} unavailable; nothing was changed, retry later"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
