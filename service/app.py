@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.api.failures import data_error, database_error, integrity_error
 from service.api.request_id import REQUEST_ID, RequestIdMiddleware
+from service.api.route_metrics import RouteErrorMetrics
 from service.api.schemas import pattern_problem
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_exception_handler(DBAPIError, database_error(_unavailable("database")))
     app.add_exception_handler(IntegrityError, integrity_error)
     app.add_exception_handler(DataError, data_error)
+    app.add_middleware(RouteErrorMetrics, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     for qdrant_error in (ResponseHandlingException, UnexpectedResponse):
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))

@@ -183,3 +183,14 @@ def test_database_refusals_are_4xx_naming_what_they_can(client: TestClient, case
     if field is not None:
         assert body["errors"][0]["field"] == field
     assert "INSERT" not in body["detail"] and "psycopg" not in body["detail"] and "sqlite" not in body["detail"]
+
+
+def test_refused_route_requests_are_counted_in_metrics(client: TestClient) -> None:
+    """The finding: /metrics counted only answered decisions, so a flood of refused requests was invisible."""
+    assert client.post("/v1/route", json={"query": "hi", "top_n": 0}).status_code == 422
+    assert client.post("/v1/route", json={"query": "no model is registered yet"}).status_code == 503
+    assert client.post("/v1/route/batch", json={"requests": []}).status_code == 422
+    text = client.get("/metrics").text
+    assert 'capprof_route_requests_total{endpoint="route",status="422"} 1.0' in text
+    assert 'capprof_route_requests_total{endpoint="route",status="503"} 1.0' in text
+    assert 'capprof_route_requests_total{endpoint="route_batch",status="422"} 1.0' in text
