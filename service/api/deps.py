@@ -61,7 +61,7 @@ def offered_key(request: Request) -> str | None:
     if x_admin_key:
         return x_admin_key
     scheme, _, credentials = authorization.partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def require_admin(
@@ -88,6 +88,11 @@ AdminDep = Depends(require_admin)
 # A model name in a path: a NUL or another control character is a 422 before any store is asked.
 ModelPathName = Annotated[
     str,
-    Path(min_length=1, max_length=200, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN}, description="the model's name"),
+    Path(
+        min_length=1,
+        max_length=200,
+        json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN},
+        description="the model's name",
+    ),
     BeforeValidator(check_label),
 ]
