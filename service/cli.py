@@ -321,8 +321,15 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.errors import StoreBusyError
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    app = create_app()
+    try:
+        _ = app.state.runtime.store  # open it now: a folder held by another process is one line, not a traceback
+    except StoreBusyError as exc:
+        typer.echo(f"serve: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def test_cli_says_in_one_line_that_the_embedded_qdrant_is_held(
     monkeypatch.setattr(Runtime, "embedder", embedder)  # the shared test embedder (no second model load)
     holder = QdrantClient(path=str(tmp_path / "qdrant"))  # what a running server holds
     try:
-        for args in (["route", "What is 2+2?"], ["reindex"]):
+        for args in (["route", "What is 2+2?"], ["reindex"], ["serve", "--port", "1"]):
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 2, result.output
             lines = result.output.strip().splitlines()
