@@ -7,11 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import (
     aptitude,
@@ -25,6 +28,10 @@ from service.api import (
     reranker,
     routing,
 )
+from service.api.failures import data_error, database_error, integrity_error
+from service.api.request_id import REQUEST_ID, RequestIdMiddleware
+from service.api.route_metrics import RouteErrorMetrics
+from service.api.schemas import pattern_problem
 from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.registry.catalog import ensure_seed_dimensions
@@ -50,16 +57,35 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field(tuple(e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+    errors = [
+        {
+            "field": "body" if e["type"] == "json_invalid" else _field(tuple(e["loc"])),
+            "problem": pattern_problem(e.get("input"), (e.get("ctx") or {}).get("pattern", "")) or e["msg"],
+        }
+        for e in exc.errors()
+    ]
     message = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
     return JSONResponse({"detail": message, "errors": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A 422 raised in code ("field: problem") gets the same body as a schema 422: detail plus errors."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not UTF-8: invalid input like any other, so the same 422
+        exc = HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="body: is not valid UTF-8 JSON")
+    if exc.status_code != status.HTTP_422_UNPROCESSABLE_CONTENT or not isinstance(exc.detail, str):
+        return await http_exception_handler(request, exc)
+    field, _, problem = exc.detail.partition(": ")
+    errors = [{"field": field, "problem": problem}] if problem else [{"field": "body", "problem": exc.detail}]
+    return JSONResponse({"detail": exc.detail, "errors": errors}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _unavailable(store: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     """A 503 that says which store is down and that the request changed nothing (its transaction rolled back)."""
 
     async def handler(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s unavailable: %s", store, type(exc).__name__)
+        logger.error("%s unavailable: %s, request id %s", store, type(exc).__name__, REQUEST_ID.get())
         return JSONResponse(
             {"detail": f"{store} unavailable; nothing was changed, retry later"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -149,7 +175,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             decision_log.stop()
             runtime.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc served from the package: /docs works offline
         title="capprof",
         version="0.1.0",
         summary="Routes each query to the LLM that answers it best for the money.",
@@ -161,13 +187,18 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.batcher = batcher
     app.state.reloader = CoalescedReload(runtime.reload_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for database_error in (OperationalError, DBAPIError):
-        app.add_exception_handler(database_error, _unavailable("database"))
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Only a lost database is a 503; a value it refuses is the client's 422 (409 for a duplicate).
+    for lost in (OperationalError, InterfaceError):
+        app.add_exception_handler(lost, _unavailable("database"))
+    app.add_exception_handler(DBAPIError, database_error(_unavailable("database")))
+    app.add_exception_handler(IntegrityError, integrity_error)
+    app.add_exception_handler(DataError, data_error)
+    app.add_middleware(RouteErrorMetrics, metrics=metrics)
     for qdrant_error in (ResponseHandlingException, UnexpectedResponse):
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
-    for module in (health, models, dimensions, routing, aptitude, reranker, openai_gateway):
-        app.include_router(module.router)
-    for module in (feedback, keys, reports):  # issue 11: feedback, API keys, admin reports
+    for module in (health, models, dimensions, routing, aptitude, reranker, feedback, keys, reports, openai_gateway):
         app.include_router(module.router)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response, refusals included, carries the id
     return app

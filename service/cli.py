@@ -36,14 +36,14 @@ app.add_typer(presets_app, name="presets")
 @contextmanager
 def _opened(command: str) -> Iterator[Runtime]:
     """One command's runtime: a refusal (bad data, something missing) exits 2 with the reason; stores are closed."""
-    from service.errors import NotFoundError
+    from service.errors import NotFoundError, StoreBusyError
     from service.routing.engine import NoModelsError
     from service.runtime import Runtime
 
     runtime = Runtime(Settings())
     try:
         yield runtime
-    except (DatasetError, NotFoundError, NoModelsError) as exc:
+    except (DatasetError, NotFoundError, NoModelsError, StoreBusyError) as exc:
         typer.echo(f"{command}: {exc}", err=True)
         raise typer.Exit(2) from exc
     finally:
@@ -452,10 +452,17 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.errors import StoreBusyError
     from service.request_log import configure_request_logging
 
     configure_request_logging()  # one JSON line per request replaces uvicorn's access log
-    uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
+    app = create_app()
+    try:
+        _ = app.state.runtime.store  # open it now: a folder held by another process is one line, not a traceback
+    except StoreBusyError as exc:
+        typer.echo(f"serve: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 # Issue 11: API keys, admin reports, reporting grants, retention purge.

@@ -7,3 +7,7 @@ class ConflictError(ValueError):
 
 class NotFoundError(LookupError):
     pass
+
+
+class StoreBusyError(RuntimeError):
+    """The embedded Qdrant folder is held by another process (a running `capprof serve`, say)."""

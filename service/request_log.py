@@ -1,4 +1,4 @@
-"""One structured JSON log line per HTTP request, with a request id that is taken from X-Request-ID or made.
+"""One structured JSON log line per HTTP request, with its request id (service/api/request_id.py takes or makes it).
 
 The line holds the method, the path (no query string), the status, the latency and the caller (an API key's name, or
 the self-declared label when anonymous). It never holds a key, a header or a request body, so no query text.
@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from service.api.request_id import REQUEST_ID
 from service.metrics import Metrics
 
 ACCESS_LOGGER = "capprof.access"
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # anything else is replaced, never echoed
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,17 +28,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger(ACCESS_LOGGER)
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            offered = value.decode("latin-1")
-            if REQUEST_ID.match(offered):
-                return offered
-    return uuid.uuid4().hex
-
-
 class RequestLogMiddleware:
-    """Pure ASGI (no buffering of bodies); the caller is read from the request state the auth dependency sets."""
+    """Pure ASGI (no buffering of bodies); the caller is read from the request state the auth dependency sets.
+
+    It runs inside RequestIdMiddleware, which has set the request id and echoes it on the response."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -50,21 +41,18 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = REQUEST_ID.get()
         started = time.perf_counter()
         status_code = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_status(message: Message) -> None:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_status)
         finally:
             state = scope.get("state", {})
             self.metrics.http_requests.labels(scope["method"], str(status_code)).inc()

@@ -1,6 +1,7 @@
 """Runtime configuration, read from CAPPROF_* environment variables (or a .env file)."""
 
 import hashlib
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Self
@@ -10,6 +11,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ADMIN_KEY = "changethis"
 MIN_KEY_SECRET_CHARS = 32
+ADMIN_KEY_MIN_LENGTH = 32
+KEY_RECIPE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def admin_key_problem(key: str) -> str | None:
+    """Why a key is too weak to guard a production service, or None. Random keys pass (token_urlsafe, hex)."""
+    if not key or key == DEFAULT_ADMIN_KEY:
+        return "is empty or the default value"
+    if len(key) < ADMIN_KEY_MIN_LENGTH:
+        return f"is {len(key)} characters; at least {ADMIN_KEY_MIN_LENGTH} are required"
+    counts = Counter(key)
+    # 32 random hex characters hold about 14 distinct ones, none above ~5 times: these bounds are far looser.
+    if len(counts) < 8 or max(counts.values()) > len(key) / 2:
+        return "does not look random (too few distinct characters, or one repeated)"
+    return None
 
 
 class Settings(BaseSettings):
@@ -93,8 +109,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:
-        if self.environment != "development" and self.admin_key.get_secret_value() == DEFAULT_ADMIN_KEY:
-            raise ValueError("CAPPROF_ADMIN_KEY is the default value; set a real secret outside development mode")
+        if self.environment != "development":
+            problem = admin_key_problem(self.admin_key.get_secret_value())
+            if problem:
+                raise ValueError(f"CAPPROF_ADMIN_KEY {problem} (outside development mode); make one with: {KEY_RECIPE}")
         return self
 
     @model_validator(mode="after")

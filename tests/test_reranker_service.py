@@ -54,7 +54,7 @@ def test_activation_switches_the_live_reranker(trained: Runtime) -> None:
     from service.app import create_app
 
     with TestClient(create_app(runtime=runtime)) as client:
-        ready = client.get("/readyz").json()
+        ready = client.get("/readyz", headers=ADMIN).json()
         assert ready["reranker_version"] is None
         assert any("re-ranker" in w for w in ready["warnings"])
         assert client.post("/v1/route", json={"query": "What is 12 * 7?"}).json()["reranker_version"] is None

@@ -13,9 +13,9 @@ def test_production_refuses_the_default_admin_key(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("CAPPROF_ADMIN_KEY", raising=False)
     with pytest.raises(ValidationError, match="CAPPROF_ADMIN_KEY"):
         Settings()
-    monkeypatch.setenv("CAPPROF_ADMIN_KEY", "a-real-secret")
+    monkeypatch.setenv("CAPPROF_ADMIN_KEY", "kV3q9Zr7Lx2Pw8Nt4Bh6Jm1Yc5Ds0Fg-")
     monkeypatch.setenv("CAPPROF_KEY_SECRET", "k" * 32)
-    assert Settings().admin_key.get_secret_value() == "a-real-secret"
+    assert Settings().admin_key.get_secret_value() == "kV3q9Zr7Lx2Pw8Nt4Bh6Jm1Yc5Ds0Fg-"
 
 
 def test_defaults_live_in_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

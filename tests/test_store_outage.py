@@ -32,7 +32,7 @@ def test_registry_answers_503_when_the_database_is_down(
         assert listed.headers["Retry-After"]
         created = client.post("/v1/models", json={"name": "m"}, headers=ADMIN)
         assert created.status_code == 503
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=ADMIN)
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"].startswith("unavailable")
         assert ready.json()["checks"]["qdrant"] == "ok"

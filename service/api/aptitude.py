@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from profiling.grading import gradable
-from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, ModelPathName, RequireRead, RuntimeDep, SessionDep
+from service.api.responses import errors
 from service.api.schemas import (
     AptitudeAnswersIn,
     AptitudeItemOut,
@@ -24,7 +25,7 @@ from service.registry.aptitude import Answer, record_answers
 from service.store.orm import AptitudeTest, EvalQuery, LlmModel
 from service.store.readers import aptitude_matrix, current_test
 
-router = APIRouter(tags=["aptitude"])
+router = APIRouter(tags=["aptitude"], responses=errors(503))
 
 
 def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:
@@ -44,7 +45,7 @@ def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:
     )
 
 
-@router.get("/v1/aptitude", dependencies=[RequireRead])
+@router.get("/v1/aptitude", dependencies=[RequireRead], responses=errors(401, 403, 404))
 def read_aptitude_test(session: SessionDep) -> AptitudeTestOut:
     test = current_test(session)
     if test is None:
@@ -65,7 +66,7 @@ class AptitudeAnswersOut(BaseModel):
     answers: list[AptitudeGoldOut]
 
 
-@router.get("/v1/aptitude/answers", dependencies=[AdminDep])
+@router.get("/v1/aptitude/answers", dependencies=[AdminDep], responses=errors(401, 403, 404))
 def read_aptitude_answers(session: SessionDep) -> AptitudeAnswersOut:
     """The gold answers of the current test's items: admins only, so a model under test cannot read them."""
     test = current_test(session)
@@ -88,8 +89,10 @@ def read_aptitude_answers(session: SessionDep) -> AptitudeAnswersOut:
     )
 
 
-@router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep])
-def submit_aptitude(name: str, body: AptitudeAnswersIn, session: SessionDep, runtime: RuntimeDep) -> AptitudeResultOut:
+@router.post("/v1/models/{name:path}/aptitude", dependencies=[AdminDep], responses=errors(401, 403, 404, 409, 422))
+def submit_aptitude(
+    name: ModelPathName, body: AptitudeAnswersIn, session: SessionDep, runtime: RuntimeDep
+) -> AptitudeResultOut:
     with session.begin():
         model = session.scalar(select(LlmModel).where(LlmModel.name == name))
         if model is None:

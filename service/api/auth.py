@@ -13,12 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.registry.keys import BOOTSTRAP_ADMIN, SCOPE_RANK, Scope, find_active_key
 from service.runtime import Runtime
 
 CALLER_LABEL_MAX = 200
+
+# The two ways to present a key, declared as OpenAPI security schemes; the headers themselves are read below, so
+# an empty or non-Bearer value is refused rather than ignored.
+ADMIN_KEY_HEADER = APIKeyHeader(
+    name="X-Admin-Key", scheme_name="AdminKey", auto_error=False, description="the admin key (CAPPROF_ADMIN_KEY)"
+)
+BEARER = HTTPBearer(scheme_name="Bearer", auto_error=False, description="Authorization: Bearer <API key>")
 
 
 def _runtime(request: Request) -> Runtime:
@@ -79,12 +87,12 @@ def require_scope(needed: Scope) -> Callable[..., Caller]:
     def dependency(
         request: Request,
         runtime: Annotated[Runtime, Depends(_runtime)],
-        authorization: Annotated[str | None, Header()] = None,
-        x_admin_key: Annotated[str | None, Header()] = None,
+        _admin_key: Annotated[str | None, Security(ADMIN_KEY_HEADER)] = None,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
         x_caller: Annotated[str | None, Header()] = None,
     ) -> Caller:
         label = x_caller[:CALLER_LABEL_MAX] if x_caller else None
-        offered = _offered_key(x_admin_key, authorization)
+        offered = _offered_key(request.headers.get("X-Admin-Key"), request.headers.get("Authorization"))
         if offered is None:
             if needed == "admin" or runtime.settings.keys_required:
                 what = "admin key" if needed == "admin" else "API key"

@@ -6,15 +6,16 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import func, select
 
 from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
+from service.api.responses import errors
 from service.api.schemas import DimensionCreate, DimensionOut
 from service.errors import ConflictError
 from service.registry.catalog import add_dimension
 from service.store.orm import Dimension, Exemplar
 
-router = APIRouter(prefix="/v1/dimensions", tags=["dimensions"])
+router = APIRouter(prefix="/v1/dimensions", tags=["dimensions"], responses=errors(503))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep])
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep], responses=errors(401, 409, 422))
 def create_dimension(body: DimensionCreate, session: SessionDep, runtime: RuntimeDep) -> DimensionOut:
     with session.begin():
         try:

@@ -6,14 +6,15 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.deps import AdminDep, RequireRead, RuntimeDep, SessionDep
+from service.api.deps import AdminDep, ModelPathName, RequireRead, RuntimeDep, SessionDep
+from service.api.responses import errors
 from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, ModelCreate, ModelOut, ModelUpdate
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
 from service.store.orm import EvalRecord, LlmModel
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(503))
 
 
 def _get(session: Session, name: str) -> LlmModel:
@@ -36,7 +37,7 @@ def _write_evaluations(session: Session, runtime: Runtime, model: LlmModel, item
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep])
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep], responses=errors(401, 409, 422))
 def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
     with session.begin():
         if session.scalar(select(LlmModel.id).where(LlmModel.name == body.name)) is not None:
@@ -59,13 +60,13 @@ def list_models(session: SessionDep) -> list[ModelOut]:
     ]
 
 
-@router.get("/{name:path}", dependencies=[RequireRead])
-def read_model(name: str, session: SessionDep) -> ModelOut:
+@router.get("/{name:path}", dependencies=[RequireRead], responses=errors(401, 403, 404, 422))
+def read_model(name: ModelPathName, session: SessionDep) -> ModelOut:
     return _out(session, _get(session, name))
 
 
-@router.patch("/{name:path}", dependencies=[AdminDep])
-def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
+@router.patch("/{name:path}", dependencies=[AdminDep], responses=errors(401, 404, 422))
+def update_model(name: ModelPathName, body: ModelUpdate, session: SessionDep, runtime: RuntimeDep) -> ModelOut:
     with session.begin():
         model = _get(session, name)
         for field, value in body.model_dump(exclude_unset=True).items():
@@ -74,16 +75,23 @@ def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: Run
     return _out(session, model)
 
 
-@router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
-def delete_model(name: str, session: SessionDep, runtime: RuntimeDep) -> Response:
+@router.delete(
+    "/{name:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminDep],
+    responses=errors(401, 404, 422),
+)
+def delete_model(name: ModelPathName, session: SessionDep, runtime: RuntimeDep) -> Response:
     with session.begin():
         session.delete(_get(session, name))
     runtime.reload_router()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name:path}/evaluations", dependencies=[AdminDep])
-def add_model_evaluations(name: str, body: EvaluationsIn, session: SessionDep, runtime: RuntimeDep) -> EvaluationsOut:
+@router.post("/{name:path}/evaluations", dependencies=[AdminDep], responses=errors(401, 404, 422))
+def add_model_evaluations(
+    name: ModelPathName, body: EvaluationsIn, session: SessionDep, runtime: RuntimeDep
+) -> EvaluationsOut:
     with session.begin():
         model = _get(session, name)
         written = _write_evaluations(session, runtime, model, body.evaluations)

@@ -2,36 +2,154 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from profiling.decision import Decision
 
-ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s/][^\s]*$")]
+# --- Edge validation (issue 10): what a store cannot hold, or holds only to fail later, never reaches it. ---
+INT32_MAX = 2**31 - 1  # Integer columns (output_tokens, versions, ids)
+MAX_QUERY_COST_USD = 1_000.0  # one query's cost; far above any real price, and keeps SQL AVG/SUM finite
+# C0 controls, DEL and lone UTF-16 surrogates (JSON "\\ud800" decodes to one; no database can encode it).
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+_SURROGATES = r"\ud800-\udfff"
+# White space spelled out: `\s` means different characters to Python's re and to ECMAScript (the JSON Schema
+# dialect), so a schema-valid value could be refused (U+0085) or a refused one be schema-valid (U+FEFF).
+_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
+def _patterns(body: str) -> tuple[str, str]:
+    """(pattern enforced on Python's re, pattern published in the JSON Schema) for one rule. The published one
+    leaves out the surrogate range (Rust-based validators cannot compile it; JSON generators never make lone
+    surrogates) and ends with `$`, ECMAScript's end of input; Python's `$` also matches before a final newline."""
+    return "^" + body.replace("%S", _SURROGATES) + r"\Z", "^" + body.replace("%S", "") + "$"
+
+
+LABEL_PATTERN, LABEL_SCHEMA_PATTERN = _patterns(rf"[^{_CONTROLS}\t\n\r%S]*")
+TEXT_PATTERN, TEXT_SCHEMA_PATTERN = _patterns(rf"[^{_CONTROLS}%S]*")
+# leading whitespace, then one visible character: linear on Python's re (no nested backtracking on long texts)
+NONBLANK_TEXT_PATTERN, NONBLANK_TEXT_SCHEMA_PATTERN = _patterns(
+    rf"[{_SPACE}]*[^{_SPACE}{_CONTROLS}%S][^{_CONTROLS}%S]*"
+)
+NAME_PATTERN, NAME_SCHEMA_PATTERN = _patterns(rf"[^{_SPACE}/{_CONTROLS}%S][^{_SPACE}{_CONTROLS}%S]*")
+URL_PATTERN, URL_SCHEMA_PATTERN = _patterns(rf"https?://[^{_SPACE}{_CONTROLS}%S]+")
+ENV_NAME_PATTERN, ENV_NAME_SCHEMA_PATTERN = _patterns(r"[A-Za-z_][A-Za-z0-9_]*")
+_BAD_IN_LABEL = re.compile(rf"[{_CONTROLS}\t\n\r{_SURROGATES}]")
+_BAD_IN_TEXT = re.compile(rf"[{_CONTROLS}{_SURROGATES}]")
+
+
+def pattern_problem(value: object, pattern: str) -> str | None:
+    """A readable problem for a value that failed one of the patterns above (the 422 handler uses it)."""
+    if not isinstance(value, str) or pattern not in (LABEL_PATTERN, TEXT_PATTERN, NONBLANK_TEXT_PATTERN, NAME_PATTERN):
+        return None
+    found = (_BAD_IN_LABEL if pattern in (LABEL_PATTERN, NAME_PATTERN) else _BAD_IN_TEXT).search(value)
+    if found is not None:
+        code = ord(found.group())
+        kind = "a lone surrogate" if code >= 0xD800 else "a control character"
+        return f"contains {kind} (U+{code:04X}) at position {found.start()}"
+    if pattern == NONBLANK_TEXT_PATTERN:
+        return "is blank"
+    if pattern == NAME_PATTERN:
+        return "may not contain whitespace nor start with '/'"
+    return None
+
+
+def check_label(value: object) -> object:
+    """For parameters outside the bodies (a path name): the same rule as Label, as a validator."""
+    problem = pattern_problem(value, LABEL_PATTERN)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# The patterns run on Python's re engine (Strict's config): pydantic's default engine cannot express surrogates.
+# names, ids, labels: no control character at all
+Label = Annotated[str, Field(pattern=LABEL_PATTERN, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN})]
+# queries, exemplars, descriptions: tab and newlines are fine
+Text = Annotated[str, Field(pattern=TEXT_PATTERN, json_schema_extra={"pattern": TEXT_SCHEMA_PATTERN})]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN, json_schema_extra={"pattern": NAME_SCHEMA_PATTERN})
+]
 Price = Annotated[float, Field(ge=0, le=10_000, description="USD per million tokens")]
 # Gateway upstreams: an OpenAI-compatible base URL and the NAME of the env var holding its key (never the key).
-UpstreamUrl = Annotated[str, Field(min_length=8, max_length=500, pattern=r"^https?://[^\s]+$")]
+UpstreamUrl = Annotated[
+    str,
+    Field(min_length=8, max_length=500, pattern=URL_PATTERN, json_schema_extra={"pattern": URL_SCHEMA_PATTERN}),
+]
 UpstreamModel = Annotated[str, Field(min_length=1, max_length=200)]
 EnvName = Annotated[
-    str, Field(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="env var NAME holding the key")
+    str,
+    Field(
+        max_length=200,
+        pattern=ENV_NAME_PATTERN,
+        json_schema_extra={"pattern": ENV_NAME_SCHEMA_PATTERN},
+        description="env var NAME holding the key",
+    ),
 ]
 
 
+def _whole(value: object) -> object:
+    """JSON has one number type: 5.0 is the integer 5 (JSON Schema agrees); 5.5, "5" and true stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integer columns are 32-bit: the bounds sit inside the annotation, before the float-to-int step.
+Count = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_whole)]
+RowId = Annotated[int, Field(ge=1, le=INT32_MAX), BeforeValidator(_whole)]
+
+
+def _present_not_null(extra: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """JSON Schema of an optional field that may be left out but not sent as null (its validator refuses null)."""
+
+    def rewrite(schema: dict[str, Any]) -> None:
+        variants = [v for v in schema.pop("anyOf", []) if v.get("type") != "null"]
+        if variants:
+            schema.update(variants[0])
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return rewrite
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive timestamps (its CURRENT_TIMESTAMP is UTC); RFC 3339 output needs the offset."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields, non-finite numbers and type coercion ("5" for 5) are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, regex_engine="python-re")
 
 
 class EvaluationIn(Strict):
     """An outcome of the model on one query: name a stored query, or give a new query's text."""
 
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["query_id"]}, {"required": ["text"]}]})
+
     score: float = Field(ge=0, le=1, description="1 = correct, 0 = wrong; fractions allowed")
-    benchmark: str = Field(default="api", min_length=1, max_length=100)
-    query_id: str | None = Field(default=None, min_length=1, max_length=200)
-    text: str | None = Field(default=None, min_length=1, max_length=100_000)
-    cost_usd: float | None = Field(default=None, ge=0)
-    output_tokens: int | None = Field(default=None, ge=0)
+    benchmark: Label = Field(default="api", min_length=1, max_length=100)
+    query_id: Label | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_present_not_null({}))
+    text: Text | None = Field(default=None, min_length=1, max_length=100_000, json_schema_extra=_present_not_null({}))
+    cost_usd: float | None = Field(default=None, ge=0, le=MAX_QUERY_COST_USD, description="USD for this query")
+    output_tokens: Count | None = None
+
+    @field_validator("query_id", "text", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may not be null (leave it out)")
+        return value
 
     @model_validator(mode="after")
     def _needs_query(self) -> EvaluationIn:
@@ -42,10 +160,10 @@ class EvaluationIn(Strict):
 
 class ModelCreate(Strict):
     name: ModelName
-    provider: str | None = Field(default=None, max_length=100)
+    provider: Label | None = Field(default=None, max_length=100)
     input_usd_per_mtok: Price | None = None
     output_usd_per_mtok: Price | None = None
-    price_basis: str | None = Field(default=None, max_length=100)
+    price_basis: Label | None = Field(default=None, max_length=100)
     status: Literal["active", "disabled"] = "active"
     evaluations: list[EvaluationIn] = Field(default_factory=list, max_length=100_000)
     endpoint_url: UpstreamUrl | None = None
@@ -54,14 +172,22 @@ class ModelCreate(Strict):
 
 
 class ModelUpdate(Strict):
-    provider: str | None = Field(default=None, max_length=100)
+    provider: Label | None = Field(default=None, max_length=100)
     input_usd_per_mtok: Price | None = None
     output_usd_per_mtok: Price | None = None
-    price_basis: str | None = Field(default=None, max_length=100)
-    status: Literal["active", "disabled"] | None = None
+    price_basis: Label | None = Field(default=None, max_length=100)
+    # NOT NULL column: leave the field out to keep the status; an explicit null is refused (not in the schema)
+    status: Literal["active", "disabled"] | SkipJsonSchema[None] = None
     endpoint_url: UpstreamUrl | None = None
     upstream_model: UpstreamModel | None = None
     api_key_env: EnvName | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _status_not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("may not be null (leave it out to keep the current status)")
+        return value
 
 
 class ModelOut(BaseModel):
@@ -75,7 +201,7 @@ class ModelOut(BaseModel):
     status: str
     typical_output_tokens: float | None
     mean_cost_usd: float | None
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     evaluations: int = 0
     endpoint_url: str | None = None
     upstream_model: str | None = None
@@ -93,9 +219,9 @@ class EvaluationsOut(BaseModel):
 
 class DimensionCreate(Strict):
     kind: Literal["capability", "domain"] = "domain"
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
-    exemplars: list[Annotated[str, Field(min_length=1, max_length=10_000)]] = Field(min_length=1, max_length=1000)
+    name: Label = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=2000)
+    exemplars: list[Annotated[Text, Field(min_length=1, max_length=10_000)]] = Field(min_length=1, max_length=1000)
 
 
 class DimensionOut(BaseModel):
@@ -109,18 +235,35 @@ class DimensionOut(BaseModel):
 
 class Message(Strict):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = Field(max_length=200_000)
+    content: Text = Field(max_length=200_000)
 
 
 class RouteRequest(Strict):
-    query: str | None = Field(default=None, min_length=1, max_length=200_000)
-    messages: list[Message] | None = Field(default=None, min_length=1, max_length=200)
+    """Exactly one of `query` (one text) or `messages` (a chat); null is not a way to leave one out."""
+
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200_000,
+        pattern=NONBLANK_TEXT_PATTERN,
+        json_schema_extra=_present_not_null({"pattern": NONBLANK_TEXT_SCHEMA_PATTERN}),
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="at least one message with non-blank content",
+        json_schema_extra=_present_not_null(
+            {"contains": {"properties": {"content": {"pattern": NONBLANK_TEXT_SCHEMA_PATTERN}}}}
+        ),
+    )
     cost_weight: float | None = Field(
         default=None,
         ge=0,
         le=1000,
         alias="lambda",
-        description="quality per USD per 1,000 queries you trade for cost; default: the `balanced` preset",
+        description="quality per USD per 1,000 queries you trade for cost; default: the key's lambda, else the "
+        "`balanced` preset",
     )
     preset: Literal["quality", "balanced", "economy"] | None = Field(
         default=None,
@@ -131,10 +274,17 @@ class RouteRequest(Strict):
     max_cost: float | None = Field(default=None, gt=0, description="USD per query, estimated")
     exclude_models: list[str] = Field(default_factory=list)
     exclude_providers: list[str] = Field(default_factory=list)
-    top_n: int = Field(default=3, ge=1, le=100)
+    top_n: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole)] = 3
     explain: bool = False
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        regex_engine="python-re",
+        populate_by_name=True,
+        json_schema_extra={"oneOf": [{"required": ["query"]}, {"required": ["messages"]}]},
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> RouteRequest:
@@ -146,11 +296,11 @@ class RouteRequest(Strict):
             raise ValueError("messages: every message is empty")
         return self
 
-    @field_validator("query")
+    @field_validator("query", "messages", mode="before")
     @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("query is blank")
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may not be null (leave it out)")
         return value
 
 
@@ -272,12 +422,12 @@ class AptitudeTestOut(BaseModel):
 
 
 class AptitudeAnswer(Strict):
-    item_id: int
+    item_id: RowId
     score: float = Field(ge=0, le=1, description="1 = the model answered the item correctly")
 
 
 class AptitudeAnswersIn(Strict):
-    version: int | None = Field(default=None, description="the test version answered (default: the current one)")
+    version: RowId | None = Field(default=None, description="the test version answered (default: the current one)")
     answers: list[AptitudeAnswer] = Field(min_length=1, max_length=10_000)
 
 
@@ -298,11 +448,11 @@ class RerankerCheckpointOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     version: int
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     active: bool
     data_fingerprint: str
     metrics: dict[str, float]
 
 
 class ActivateIn(Strict):
-    version: int = Field(ge=1)
+    version: RowId

@@ -10,6 +10,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from profiling.vector_index import VectorIndex
+from service.errors import StoreBusyError
 from service.settings import Settings
 
 EXEMPLARS = "exemplars"
@@ -41,7 +42,15 @@ class VectorStore:
         elif settings.resolved_qdrant_path == ":memory:":
             client = QdrantClient(location=":memory:")
         else:
-            client = QdrantClient(path=settings.resolved_qdrant_path)
+            try:
+                client = QdrantClient(path=settings.resolved_qdrant_path)
+            except RuntimeError as exc:
+                if "already accessed" not in str(exc):
+                    raise
+                raise StoreBusyError(
+                    f"the embedded Qdrant folder {settings.resolved_qdrant_path} is in use by another process "
+                    "(a running server?): stop it, use the server's HTTP API, or set CAPPROF_QDRANT_URL"
+                ) from exc
         return cls(client, dimension)
 
     def _name(self, collection: str) -> str:
