@@ -52,13 +52,15 @@ def calibrate_presets(
     records = load_records(session, ("import", "api"))
     outcomes = outcome_matrix(records, query_ids, state.model_ids)
     actual_costs = outcome_matrix(replace(records, score=records.cost), query_ids, state.model_ids)
-    complete = ~np.isnan(outcomes).any(axis=1)
-    if complete.sum() < min_queries:
+    # A query counts where two or more active models have outcomes (families of models are evaluated on their
+    # own benchmarks); on it, the choice is made among those models, so every choice has a real outcome.
+    comparable = (~np.isnan(outcomes)).sum(axis=1) >= 2
+    if comparable.sum() < min_queries:
         raise CalibrationError(
-            f"only {int(complete.sum())} validation queries have an outcome for every active model "
+            f"only {int(comparable.sum())} validation queries have outcomes of two or more active models "
             f"(at least {min_queries} needed): import evaluation data first"
         )
-    keep = np.flatnonzero(complete)
+    keep = np.flatnonzero(comparable)
     vectors = index.vectors[validation][keep]
     text_chars = dict(session.execute(select(EvalQuery.id, EvalQuery.text)).all())
     chars = np.array([len(text_chars[int(q)]) for q in query_ids[keep]], np.float64)
@@ -76,10 +78,15 @@ def calibrate_presets(
         return reranked_p_correct(est.p_correct, p_sat, est.costs, lam, top_k, weight, stage2.has_aptitude)
 
     known = outcomes[keep]
+    evaluated = ~np.isnan(known)
     raw = final_p(0.0)
     params = fit_probability_calibration(raw, known)
     store_probability_calibration(session, params, raw, known)
-    curve = curve_of(lambda lam: choose(calibrate(final_p(lam), params), est.costs, lam), known, realised_costs)
+
+    def chooser(lam: float) -> np.ndarray:
+        return choose(np.where(evaluated, calibrate(final_p(lam), params), -np.inf), est.costs, lam)
+
+    curve = curve_of(chooser, np.nan_to_num(known), realised_costs)
     chosen = choose_operating_points(curve)
     session.execute(delete(OperatingPoint))
     now = datetime.now(UTC)
