@@ -91,7 +91,7 @@ def reindex() -> None:
     """Rebuild both Qdrant collections from Postgres (vectors come from the embedding cache)."""
     from service.registry.reindex import reindex_all
 
-    with _opened("reindex") as runtime, runtime.sessions() as session:
+    with _opened("reindex") as runtime, runtime.transaction() as session:
         counts = reindex_all(session, runtime.store, runtime.embedder)
     typer.echo(f"reindexed {counts['exemplars']} exemplars and {counts['eval_queries']} evaluation queries")
 
@@ -215,7 +215,7 @@ def reranker_list() -> None:
 
 @reranker_app.command("activate")
 def reranker_activate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
-    """Make VERSION the live re-ranker (a running service picks it up within CAPPROF_RERANKER_POLL_S)."""
+    """Make VERSION the live re-ranker (running services pick it up within CAPPROF_REFRESH_INTERVAL_S)."""
     from service.registry.checkpoints import activate
 
     with _opened("reranker activate") as runtime, runtime.transaction() as session:

@@ -39,9 +39,6 @@ class Settings(BaseSettings):
     reranker_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="share of the scorer in re-ranked P(correct)"
     )
-    reranker_poll_s: float = Field(
-        default=5.0, gt=0, description="how often the service looks for a newly activated checkpoint"
-    )
 
     # Serving.
     route_batch_max: int = Field(default=256, ge=1)
@@ -49,6 +46,11 @@ class Settings(BaseSettings):
     microbatch_max: int = Field(default=64, ge=1)
     embed_batch_size: int = Field(default=64, ge=1)
     decision_flush_interval_s: float | None = Field(default=0.5, description="None: flush only on demand")
+
+    # Scale-out: how often each replica reads the routing-state generation and refreshes when it moved.
+    refresh_interval_s: float = Field(
+        default=1.0, gt=0, description="seconds between generation checks (bound on cross-replica staleness)"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:

@@ -11,6 +11,7 @@ from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, Mod
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
+from service.store.generation import MODEL, bump_generation, written_generation
 from service.store.orm import EvalRecord, LlmModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -44,9 +45,10 @@ def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) 
         model = LlmModel(**body.model_dump(exclude={"evaluations"}))
         session.add(model)
         session.flush()
+        bump_generation(session, MODEL, model_id=model.id)
         if body.evaluations:
             _write_evaluations(session, runtime, model, body.evaluations)
-    runtime.reload_router()
+    runtime.refresh_router(written_generation(session))
     return _out(session, model)
 
 
@@ -70,15 +72,18 @@ def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: Run
         model = _get(session, name)
         for field, value in body.model_dump(exclude_unset=True).items():
             setattr(model, field, value)
-    runtime.reload_router()
+        bump_generation(session, MODEL, model_id=model.id)
+    runtime.refresh_router(written_generation(session))
     return _out(session, model)
 
 
 @router.delete("/{name:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
 def delete_model(name: str, session: SessionDep, runtime: RuntimeDep) -> Response:
     with session.begin():
-        session.delete(_get(session, name))
-    runtime.reload_router()
+        model = _get(session, name)
+        bump_generation(session, MODEL, model_id=model.id)
+        session.delete(model)
+    runtime.refresh_router(written_generation(session))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -87,5 +92,5 @@ def add_model_evaluations(name: str, body: EvaluationsIn, session: SessionDep, r
     with session.begin():
         model = _get(session, name)
         written = _write_evaluations(session, runtime, model, body.evaluations)
-    runtime.reload_router()
+    runtime.refresh_router(written_generation(session))
     return EvaluationsOut(model=name, written=written)

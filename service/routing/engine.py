@@ -18,8 +18,9 @@ from profiling.model_sat import ModelSat
 from profiling.query_profile import KINDS
 from profiling.scoring import Constraints, allowed, blend, estimate_costs, input_tokens, rank, stage2_top_k, utility
 from service.routing.stage2 import load_stage2
-from service.routing.state import RouterState, load_state
+from service.routing.state import RouterState, load_state, refresh_state
 from service.settings import Settings
+from service.store.generation import Change
 from service.store.vector_store import VectorStore
 
 
@@ -68,9 +69,33 @@ class RoutingEngine:
     def loaded(self) -> bool:
         return self._state is not None
 
-    def reload(self, session: Session, store: VectorStore) -> RouterState:
+    def reload(self, session: Session, store: VectorStore, generation: int = 0) -> RouterState:
         with self._reload_lock:
-            state = load_state(session, store, self.settings)
+            state = load_state(session, store, self.settings, generation)
+            stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
+            self._state = replace(state, stage2=stage2)
+            return self._state
+
+    @property
+    def generation(self) -> int | None:
+        """The routing-state generation being served (None before the first load)."""
+        return self._state.generation if self._state is not None else None
+
+    def refresh(
+        self, session: Session, store: VectorStore, generation: int, changes: Sequence[Change] | None
+    ) -> RouterState:
+        """Applies the changes up to `generation` (None: unknown, reload in full), then swaps the new state in.
+
+        Requests keep the state they started with; the swap is one attribute assignment.
+        """
+        with self._reload_lock:
+            old = self._state
+            if old is None or changes is None:
+                state = load_state(session, store, self.settings, generation)
+            elif old.generation >= generation:
+                return old
+            else:
+                state = refresh_state(session, store, self.settings, old, changes, generation)
             stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
             self._state = replace(state, stage2=stage2)
             return self._state

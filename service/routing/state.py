@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,13 +12,23 @@ from sqlalchemy.orm import Session
 
 from profiling.knn import OutcomeTable
 from profiling.model_profile import ProfileSums, model_means, record_values, shrunk_profile
-from profiling.query_profile import QueryProfiler
+from profiling.query_profile import DimensionCatalog, QueryProfiler
 from profiling.scoring import ModelCatalog
+from profiling.vector_index import VectorIndex
 from service.routing.stage2 import Stage2
 from service.settings import Settings
-from service.store.orm import LlmModel, ProfileScore
-from service.store.readers import NearestIndex, load_profiler, load_records, outcome_matrix, searchable
-from service.store.vector_store import EVAL_QUERIES, VectorStore
+from service.store.generation import DIMENSION, EVALUATIONS, FULL, MODEL, Change
+from service.store.orm import EvalQuery, Exemplar, LlmModel, ProfileScore
+from service.store.readers import (
+    NearestIndex,
+    build_profiler,
+    exemplar_points,
+    load_catalog,
+    load_records,
+    outcome_matrix,
+    searchable,
+)
+from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 
 @dataclass(frozen=True)
@@ -33,12 +44,87 @@ class RouterState:
     outcomes: OutcomeTable
     evaluated_queries: int
     stage2: Stage2 | None = None
+    # Scale-out: what an incremental refresh starts from (the generation seen, and the raw arrays behind the
+    # searchable views), so a change to one model or one dimension does not reload everything.
+    generation: int = 0
+    query_index: VectorIndex | None = None
+    raw_outcomes: npt.NDArray[np.float32] | None = None  # queries x models, NaN = no record
+    exemplar_index: VectorIndex | None = None
+    exemplar_dims: npt.NDArray[np.int64] | None = None
 
 
-def load_state(session: Session, store: VectorStore, settings: Settings) -> RouterState:
-    profiler = load_profiler(session, store, settings)
-    catalog = profiler.catalog
-    models = session.scalars(select(LlmModel).where(LlmModel.status == "active").order_by(LlmModel.id)).all()
+def _model_catalog(models: Sequence[LlmModel]) -> ModelCatalog:
+    def column(values: list[float | None]) -> npt.NDArray[np.float64]:
+        return np.array([np.nan if v is None else v for v in values], np.float64)
+
+    return ModelCatalog(
+        names=tuple(m.name for m in models),
+        providers=tuple(m.provider for m in models),
+        input_usd_per_mtok=column([m.input_usd_per_mtok for m in models]),
+        output_usd_per_mtok=column([m.output_usd_per_mtok for m in models]),
+        typical_output_tokens=column([m.typical_output_tokens for m in models]),
+        mean_cost_usd=column([m.mean_cost_usd for m in models]),
+    )
+
+
+def _profile(
+    session: Session,
+    catalog: DimensionCatalog,
+    model_ids: npt.NDArray[np.int64],
+    means: npt.NDArray[np.float64],
+    settings: Settings,
+) -> npt.NDArray[np.float64]:
+    """Shrunk profiles from the stored running sums (models x dimensions rows: cheap to read whole)."""
+    model_col = {int(m): i for i, m in enumerate(model_ids)}
+    sums = ProfileSums.zeros(len(model_ids), len(catalog))
+    for row in session.execute(select(ProfileScore)).scalars():
+        if row.model_id in model_col and row.dimension_id in catalog.ids:
+            m, d = model_col[row.model_id], catalog.column(row.dimension_id)
+            sums.weighted_sum[m, d], sums.support[m, d], sums.count[m, d] = row.weighted_sum, row.support, row.n
+    return shrunk_profile(sums, means, settings.shrinkage)
+
+
+def _active_models(session: Session) -> list[LlmModel]:
+    return list(session.scalars(select(LlmModel).where(LlmModel.status == "active").order_by(LlmModel.id)).all())
+
+
+def _assemble(
+    session: Session,
+    store: VectorStore,
+    settings: Settings,
+    models: Sequence[LlmModel],
+    means: npt.NDArray[np.float64],
+    index: VectorIndex,
+    outcomes: npt.NDArray[np.float32],
+    exemplars: VectorIndex,
+    exemplar_dims: npt.NDArray[np.int64],
+    profiler: QueryProfiler | None = None,
+    generation: int = 0,
+) -> RouterState:
+    model_ids = np.array([m.id for m in models], np.int64)
+    if profiler is None:
+        profiler = build_profiler(load_catalog(session), exemplars, exemplar_dims, store, settings)
+    return RouterState(
+        profiler=profiler,
+        models=_model_catalog(models),
+        model_ids=model_ids,
+        profile=_profile(session, profiler.catalog, model_ids, means, settings),
+        means=means,
+        queries=searchable(settings, store, EVAL_QUERIES, index),
+        outcomes=OutcomeTable.from_outcomes(outcomes),
+        evaluated_queries=len(index),
+        generation=generation,
+        query_index=index,
+        raw_outcomes=outcomes,
+        exemplar_index=exemplars,
+        exemplar_dims=exemplar_dims,
+    )
+
+
+def load_state(session: Session, store: VectorStore, settings: Settings, generation: int = 0) -> RouterState:
+    """Everything from the stores (start-up, or a change too broad to apply incrementally)."""
+    exemplars, exemplar_dims = exemplar_points(store)
+    models = _active_models(session)
     model_ids = np.array([m.id for m in models], np.int64)
     model_col = {m.id: i for i, m in enumerate(models)}
 
@@ -48,34 +134,78 @@ def load_state(session: Session, store: VectorStore, settings: Settings) -> Rout
     values = record_values(records.score[in_pool], records.cost[in_pool], settings.cost_penalty)
     means = model_means(cols, values, len(models))
 
-    sums = ProfileSums.zeros(len(models), len(catalog))
-    for row in session.execute(select(ProfileScore)).scalars():
-        if row.model_id in model_col:
-            m, d = model_col[row.model_id], catalog.column(row.dimension_id)
-            sums.weighted_sum[m, d], sums.support[m, d], sums.count[m, d] = row.weighted_sum, row.support, row.n
-    profile = shrunk_profile(sums, means, settings.shrinkage)
-
     index, _ = store.snapshot(EVAL_QUERIES)
     outcomes = outcome_matrix(records, index.ids, model_ids).astype(np.float32)
-
-    def column(values: list[float | None]) -> npt.NDArray[np.float64]:
-        return np.array([np.nan if v is None else v for v in values], np.float64)
-
-    catalog_models = ModelCatalog(
-        names=tuple(m.name for m in models),
-        providers=tuple(m.provider for m in models),
-        input_usd_per_mtok=column([m.input_usd_per_mtok for m in models]),
-        output_usd_per_mtok=column([m.output_usd_per_mtok for m in models]),
-        typical_output_tokens=column([m.typical_output_tokens for m in models]),
-        mean_cost_usd=column([m.mean_cost_usd for m in models]),
+    return _assemble(
+        session, store, settings, models, means, index, outcomes, exemplars, exemplar_dims, generation=generation
     )
-    return RouterState(
-        profiler=profiler,
-        models=catalog_models,
-        model_ids=model_ids,
-        profile=profile,
-        means=means,
-        queries=searchable(settings, store, EVAL_QUERIES, index),
-        outcomes=OutcomeTable.from_outcomes(outcomes),
-        evaluated_queries=len(index),
+
+
+def _append_points(
+    store: VectorStore, collection: str, index: VectorIndex, wanted: set[int]
+) -> tuple[VectorIndex, dict[int, dict[str, object]]]:
+    """The index with the wanted points it lacks appended (those Qdrant has)."""
+    missing = sorted(wanted - set(index.ids.tolist()))
+    if not missing:
+        return index, {}
+    fresh, payloads = store.retrieve(collection, missing)
+    if not len(fresh):
+        return index, {}
+    return VectorIndex(np.concatenate([index.ids, fresh.ids]), np.vstack([index.vectors, fresh.vectors])), payloads
+
+
+def refresh_state(
+    session: Session,
+    store: VectorStore,
+    settings: Settings,
+    old: RouterState,
+    changes: Sequence[Change],
+    generation: int,
+) -> RouterState:
+    """The state after `changes`, recomputing only what they touch; a full load when they are broad.
+
+    Each step re-reads its part from the stores (it is a recomputation, not a delta), so applying a
+    change twice, or reading data newer than `generation`, is harmless.
+    """
+    kinds = {c.kind for c in changes}
+    if FULL in kinds or old.query_index is None or old.raw_outcomes is None or old.exemplar_index is None:
+        return load_state(session, store, settings, generation)
+    assert old.exemplar_dims is not None
+
+    exemplars, exemplar_dims, profiler = old.exemplar_index, old.exemplar_dims, old.profiler
+    if DIMENSION in kinds:  # a new dimension or exemplars: add their points and the catalog column
+        in_db = dict(session.execute(select(Exemplar.id, Exemplar.dimension_id)).all())
+        exemplars, payloads = _append_points(store, EXEMPLARS, exemplars, set(in_db))
+        fresh = [in_db.get(int(i), -1) for i in exemplars.ids[len(exemplar_dims) :]]
+        exemplar_dims = np.concatenate([exemplar_dims, np.asarray(fresh, np.int64)])
+        profiler = build_profiler(load_catalog(session), exemplars, exemplar_dims, store, settings)
+
+    index = old.query_index
+    if EVALUATIONS in kinds:  # evaluations may have created queries: append their points
+        index, _ = _append_points(store, EVAL_QUERIES, index, set(session.scalars(select(EvalQuery.id))))
+
+    changed = {c.model_id for c in changes if c.kind in (EVALUATIONS, MODEL) and c.model_id is not None}
+    models = _active_models(session)
+    old_col = {int(m): i for i, m in enumerate(old.model_ids)}
+    stale = [m.id for m in models if m.id in changed or m.id not in old_col]
+    records = load_records(session, model_ids=stale) if stale else None
+
+    outcomes = np.full((len(index), len(models)), np.nan, np.float32)
+    means = np.full(len(models), np.nan)
+    stale_ids = np.asarray(stale, np.int64)
+    stale_col = {m: i for i, m in enumerate(stale)}
+    fresh_outcomes = outcome_matrix(records, index.ids, stale_ids).astype(np.float32) if records is not None else None
+    for col, model in enumerate(models):
+        if model.id in stale_col:
+            assert records is not None and fresh_outcomes is not None
+            mine = records.model_id == model.id
+            values = record_values(records.score[mine], records.cost[mine], settings.cost_penalty)
+            means[col] = float(values.mean()) if len(values) else np.nan
+            outcomes[:, col] = fresh_outcomes[:, stale_col[model.id]]
+        else:
+            prev = old_col[model.id]
+            means[col] = old.means[prev]
+            outcomes[: len(old.query_index), col] = old.raw_outcomes[:, prev]
+    return _assemble(
+        session, store, settings, models, means, index, outcomes, exemplars, exemplar_dims, profiler, generation
     )

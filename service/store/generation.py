@@ -1,0 +1,93 @@
+"""The routing-state generation: every write that changes routing bumps it in its own transaction.
+
+The counter is one row updated in place, so its row lock orders concurrent writers: generations commit in
+the order they were taken and a replica that has seen generation G has seen every change up to G. Each
+bump also records what changed (a kind plus the model or dimension), which lets replicas refresh only that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from service.store.orm import RoutingChange, RoutingGeneration
+
+# Change kinds. EVALUATIONS: records of one model (import through the API, aptitude answers, feedback);
+# MODEL: a model registered, updated or deleted; DIMENSION: a dimension or its exemplars; APTITUDE: aptitude
+# test or results; RERANKER: the active checkpoint; FULL: anything broad (import, profile rebuild, reindex).
+EVALUATIONS, MODEL, DIMENSION, APTITUDE, RERANKER, FULL = (
+    "evaluations",
+    "model",
+    "dimension",
+    "aptitude",
+    "reranker",
+    "full",
+)
+KINDS = (EVALUATIONS, MODEL, DIMENSION, APTITUDE, RERANKER, FULL)
+KEEP_CHANGES = 10_000  # change events kept; a replica further behind reloads in full
+PRUNE_EVERY = 1_000
+
+
+@dataclass(frozen=True)
+class Change:
+    generation: int
+    kind: str
+    model_id: int | None = None
+    dimension_id: int | None = None
+
+
+def bump_generation(session: Session, kind: str, model_id: int | None = None, dimension_id: int | None = None) -> int:
+    """Takes the next generation for a change of this kind, in the caller's transaction; returns it."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown routing change kind {kind!r}")
+    value = session.execute(
+        update(RoutingGeneration)
+        .where(RoutingGeneration.id == 1)
+        .values(value=RoutingGeneration.value + 1)
+        .returning(RoutingGeneration.value)
+    ).scalar_one_or_none()
+    if value is None:  # a database created without the migration's seed row
+        value = 1
+        session.execute(insert(RoutingGeneration).values(id=1, value=value))
+    session.execute(
+        insert(RoutingChange).values(generation=value, kind=kind, model_id=model_id, dimension_id=dimension_id)
+    )
+    if value % PRUNE_EVERY == 0:
+        session.execute(delete(RoutingChange).where(RoutingChange.generation <= value - KEEP_CHANGES))
+    session.info["routing_generation"] = value
+    return int(value)
+
+
+def current_generation(session: Session) -> int:
+    """The committed generation (one primary-key read: cheap enough to poll every second)."""
+    value = session.scalar(select(RoutingGeneration.value).where(RoutingGeneration.id == 1))
+    return int(value or 0)
+
+
+def changes_since(session: Session, after: int, upto: int) -> list[Change] | None:
+    """The changes in (after, upto]; None when some were pruned (the caller reloads in full)."""
+    rows = session.execute(
+        select(RoutingChange.generation, RoutingChange.kind, RoutingChange.model_id, RoutingChange.dimension_id)
+        .where(RoutingChange.generation > after, RoutingChange.generation <= upto)
+        .order_by(RoutingChange.generation)
+    ).all()
+    if len(rows) != upto - after:
+        return None
+    return [Change(int(g), k, m, d) for g, k, m, d in rows]
+
+
+def written_generation(session: Session) -> int | None:
+    """The generation this session's transaction took last (None if it changed nothing that routes)."""
+    value = session.info.get("routing_generation")
+    return int(value) if value is not None else None
+
+
+def bump_models(session: Session, kind: str, model_ids: Sequence[int]) -> int | None:
+    """One change per model (so replicas refresh just those); None when there were none."""
+    last = None
+    for model_id in model_ids:
+        last = bump_generation(session, kind, model_id=model_id)
+    return last
