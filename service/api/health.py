@@ -47,6 +47,7 @@ def readyz(runtime: RuntimeDep, log: DecisionLogDep) -> JSONResponse:
             "checks": checks,
             "warnings": warnings,
             "reranker_version": stage2.version if stage2 is not None else None,
+            "generation": runtime.router.generation,  # the routing-state generation this replica serves
         },
         status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
     )
