@@ -131,9 +131,12 @@ def test_incremental_refreshes_equal_a_full_reload(
     assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
     new_queries = {"evaluations": [{"text": t, "score": 1, "cost_usd": 0.001} for t in MATH]}
     assert client.post("/v1/models/inc-model/evaluations", json=new_queries, headers=ADMIN).status_code == 200
-    assert client.post(
-        f"/v1/models/{models[0]}/evaluations", json={"evaluations": [{"text": MATH[0], "score": 0}]}, headers=ADMIN
-    ).status_code == 200
+    assert (
+        client.post(
+            f"/v1/models/{models[0]}/evaluations", json={"evaluations": [{"text": MATH[0], "score": 0}]}, headers=ADMIN
+        ).status_code
+        == 200
+    )
     dimension = {"kind": "domain", "name": "inc-arithmetic", "description": "sums", "exemplars": MATH}
     assert client.post("/v1/dimensions", json=dimension, headers=ADMIN).status_code == 201
     assert client.patch(f"/v1/models/{models[1]}", json={"status": "disabled"}, headers=ADMIN).status_code == 200
