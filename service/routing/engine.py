@@ -107,9 +107,10 @@ class RoutingEngine:
         row: int,
         opts: RouteOptions,
         mask: npt.NDArray[np.bool_],
+        state: RouterState,
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], dict[int, float]]:
         """Re-rank this query's stage-1 top-K with Model-SAT: (P(correct), re-ranked mask, scorer's P by column)."""
-        stage2 = self.state.stage2
+        stage2 = state.stage2
         p_stage1 = est.p_correct[row : row + 1]
         if stage2 is None:
             return p_stage1, np.zeros_like(mask), {}
@@ -126,9 +127,11 @@ class RoutingEngine:
         blended = blend(p_stage1, p_sat, top, self.settings.reranker_weight)
         return blended, top, {int(c): float(p_sat[0, c]) for c in columns}
 
-    def estimate(self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64]) -> Estimates:
+    def estimate(
+        self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64], state: RouterState | None = None
+    ) -> Estimates:
         """P(correct) and cost for every (query, model) pair, as matrix arithmetic."""
-        state = self.state
+        state = state or self.state
         profiler = state.profiler
         weights, votes, nearest = profiler.profile_vectors(vectors)
         masks = [profiler.catalog.kind_masks[k] for k in KINDS]
@@ -145,15 +148,15 @@ class RoutingEngine:
     def decide(
         self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64], options: Sequence[RouteOptions]
     ) -> list[Decision]:
-        state = self.state
+        state = self.state  # one snapshot for the whole batch: a refresh may swap in another meanwhile
         if len(state.models) == 0:
             raise NoModelsError("no active model is registered")
-        est = self.estimate(vectors, chars)
+        est = self.estimate(vectors, chars, state)
         decisions = []
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
             mask = allowed(state.models, opts.constraints, est.costs[one])
-            p_final, reranked, p_sat = self._stage2(est, vectors, row, opts, mask)
+            p_final, reranked, p_sat = self._stage2(est, vectors, row, opts, mask, state)
             ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n, first=reranked)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
             decisions.append(
@@ -163,7 +166,7 @@ class RoutingEngine:
                     alternatives=ranked,
                     profile=profile,
                     cost_weight=opts.cost_weight,
-                    contributions=self._explain(est, row, [a.model for a in ranked], opts.cost_weight, p_sat)
+                    contributions=self._explain(est, row, [a.model for a in ranked], opts.cost_weight, p_sat, state)
                     if opts.explain
                     else None,
                     reranker_version=state.stage2.version if state.stage2 is not None and p_sat else None,
@@ -172,9 +175,14 @@ class RoutingEngine:
         return decisions
 
     def _explain(
-        self, est: Estimates, row: int, models: list[str], cost_weight: float, p_sat: dict[int, float]
+        self,
+        est: Estimates,
+        row: int,
+        models: list[str],
+        cost_weight: float,
+        p_sat: dict[int, float],
+        state: RouterState,
     ) -> dict[str, Contribution]:
-        state = self.state
         catalog = state.profiler.catalog
         kinds_present = max(1, sum(int(est.weights[row][catalog.kind_masks[k]].sum() > 0) for k in KINDS))
         column = {name: i for i, name in enumerate(state.models.names)}
