@@ -300,11 +300,21 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures as JSON here")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="fewer repetitions (under 3 minutes)")] = False,
     device: Annotated[str, typer.Option(help="embedding device: auto, cpu, cuda")] = "auto",
+    replicas: Annotated[
+        bool, typer.Option("--replicas", help="two replicas: routing under a write load, refresh latency")
+    ] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="--replicas: an EMPTY database to use (default: scratch SQLite)")
+    ] = None,
 ) -> None:
-    """Measure embedding, routing, HTTP and scoring speed and peak memory."""
+    """Measure embedding, routing, HTTP and scoring speed and peak memory (or, --replicas, scale-out)."""
     from service.jobs.bench import run_bench
+    from service.jobs.replica_bench import run_replica_bench
 
-    results = run_bench(data, quick, device, log=lambda line: typer.echo(line, err=True))
+    if replicas:
+        results = run_replica_bench(data, quick, device, database_url, log=lambda line: typer.echo(line, err=True))
+    else:
+        results = run_bench(data, quick, device, log=lambda line: typer.echo(line, err=True))
     text = json.dumps(results, indent=2)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -62,6 +63,7 @@ class Runtime:
         self.router = RoutingEngine(settings)
         self._refresh_lock = threading.Lock()
         self.refreshes = 0  # routing-state refreshes applied (coalesced writes show as fewer refreshes)
+        self.refresh_seconds = 0.0
 
     @cached_property
     def db_engine(self) -> Engine:
@@ -107,10 +109,12 @@ class Runtime:
                 target = current_generation(session)
                 if seen is not None and target <= seen:
                     return False
+                started = time.perf_counter()
                 changes = changes_since(session, seen, target) if seen is not None else None
                 self._reconcile(session, changes)
                 self.router.refresh(session, self.store, target, changes)
                 self.refreshes += 1
+                self.refresh_seconds += time.perf_counter() - started
             return True
 
     def _reconcile(self, session: Session, changes: list[Change] | None) -> None:

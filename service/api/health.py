@@ -48,6 +48,8 @@ def readyz(runtime: RuntimeDep, log: DecisionLogDep) -> JSONResponse:
             "warnings": warnings,
             "reranker_version": stage2.version if stage2 is not None else None,
             "generation": runtime.router.generation,  # the routing-state generation this replica serves
+            "refreshes": runtime.refreshes,
+            "refresh_seconds": round(runtime.refresh_seconds, 4),
         },
         status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
@@ -47,6 +47,11 @@ def reindex_all(session: Session, store: VectorStore, embedder: CachedEmbedder, 
     return {"exemplars": len(exemplars), "eval_queries": len(queries)}
 
 
+def _same_count(session: Session, table: type[Exemplar] | type[EvalQuery], known: Collection[int] | None) -> bool:
+    """Equal counts: nothing new to look for (the service adds these rows, it never deletes them one by one)."""
+    return known is not None and session.scalar(select(func.count()).select_from(table)) == len(known)
+
+
 def reconcile(
     session: Session,
     store: VectorStore,
@@ -62,7 +67,7 @@ def reconcile(
     rows not known are looked up, so a refresh after a few writes costs a few lookups. Returns points added.
     """
     added = {EXEMPLARS: 0, EVAL_QUERIES: 0}
-    if EXEMPLARS in collections:
+    if EXEMPLARS in collections and not _same_count(session, Exemplar, known_exemplars):
         ids = set(session.scalars(select(Exemplar.id)))
         candidates = ids - set(known_exemplars if known_exemplars is not None else store.ids(EXEMPLARS))
         missing = sorted(candidates - store.existing(EXEMPLARS, sorted(candidates))) if candidates else []
@@ -79,7 +84,7 @@ def reconcile(
                 [{"dimension_id": r[2], "dimension": r[3], "kind": r[4]} for r in rows],
             )
             added[EXEMPLARS] += len(rows)
-    if EVAL_QUERIES in collections:
+    if EVAL_QUERIES in collections and not _same_count(session, EvalQuery, known_queries):
         ids = set(session.scalars(select(EvalQuery.id)))
         candidates = ids - set(known_queries if known_queries is not None else store.ids(EVAL_QUERIES))
         missing = sorted(candidates - store.existing(EVAL_QUERIES, sorted(candidates))) if candidates else []

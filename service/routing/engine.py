@@ -20,7 +20,7 @@ from profiling.scoring import Constraints, allowed, blend, estimate_costs, input
 from service.routing.stage2 import load_stage2
 from service.routing.state import RouterState, load_state, refresh_state
 from service.settings import Settings
-from service.store.generation import Change
+from service.store.generation import DIMENSION, EVALUATIONS, Change
 from service.store.vector_store import VectorStore
 
 
@@ -96,7 +96,11 @@ class RoutingEngine:
                 return old
             else:
                 state = refresh_state(session, store, self.settings, old, changes, generation)
-            stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
+            same_models = old is not None and np.array_equal(old.model_ids, state.model_ids)
+            if changes is not None and same_models and {c.kind for c in changes} <= {EVALUATIONS, DIMENSION}:
+                stage2 = old.stage2 if old is not None else None  # aptitude and checkpoint untouched
+            else:
+                stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
             self._state = replace(state, stage2=stage2)
             return self._state
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiling.knn import OutcomeTable
@@ -51,6 +51,7 @@ class RouterState:
     raw_outcomes: npt.NDArray[np.float32] | None = None  # queries x models, NaN = no record
     exemplar_index: VectorIndex | None = None
     exemplar_dims: npt.NDArray[np.int64] | None = None
+    profile_sums: ProfileSums | None = None
 
 
 def _model_catalog(models: Sequence[LlmModel]) -> ModelCatalog:
@@ -67,21 +68,43 @@ def _model_catalog(models: Sequence[LlmModel]) -> ModelCatalog:
     )
 
 
-def _profile(
+def _profile_sums(
     session: Session,
     catalog: DimensionCatalog,
     model_ids: npt.NDArray[np.int64],
-    means: npt.NDArray[np.float64],
-    settings: Settings,
-) -> npt.NDArray[np.float64]:
-    """Shrunk profiles from the stored running sums (models x dimensions rows: cheap to read whole)."""
+    reuse: tuple[ProfileSums, dict[int, int]] | None = None,
+) -> ProfileSums:
+    """The stored running sums behind the profiles, in state order.
+
+    `reuse` = (old sums, old row of each model whose sums are still current): only the other models' rows
+    are read, so a write for one model reads one model's rows.
+    """
     model_col = {int(m): i for i, m in enumerate(model_ids)}
     sums = ProfileSums.zeros(len(model_ids), len(catalog))
-    for row in session.execute(select(ProfileScore)).scalars():
-        if row.model_id in model_col and row.dimension_id in catalog.ids:
-            m, d = model_col[row.model_id], catalog.column(row.dimension_id)
-            sums.weighted_sum[m, d], sums.support[m, d], sums.count[m, d] = row.weighted_sum, row.support, row.n
-    return shrunk_profile(sums, means, settings.shrinkage)
+    stmt = select(
+        ProfileScore.model_id,
+        ProfileScore.dimension_id,
+        ProfileScore.weighted_sum,
+        ProfileScore.support,
+        ProfileScore.n,
+    )
+    if reuse is not None:
+        old, old_row = reuse
+        keep = [(model_col[m], r) for m, r in old_row.items() if m in model_col]
+        if keep:
+            new_rows, old_rows = (np.array(x, np.int64) for x in zip(*keep, strict=True))
+            sums.weighted_sum[new_rows], sums.support[new_rows] = old.weighted_sum[old_rows], old.support[old_rows]
+            sums.count[new_rows] = old.count[old_rows]
+        read = [m for m in model_col if m not in old_row]
+        if not read:
+            return sums
+        stmt = stmt.where(ProfileScore.model_id.in_(read))
+    columns = {d: i for i, d in enumerate(catalog.ids)}
+    for model_id, dimension_id, weighted, support, n in session.execute(stmt):
+        if model_id in model_col and dimension_id in columns:
+            m, d = model_col[model_id], columns[dimension_id]
+            sums.weighted_sum[m, d], sums.support[m, d], sums.count[m, d] = weighted, support, n
+    return sums
 
 
 def _active_models(session: Session) -> list[LlmModel]:
@@ -100,15 +123,17 @@ def _assemble(
     exemplar_dims: npt.NDArray[np.int64],
     profiler: QueryProfiler | None = None,
     generation: int = 0,
+    reuse_sums: tuple[ProfileSums, dict[int, int]] | None = None,
 ) -> RouterState:
     model_ids = np.array([m.id for m in models], np.int64)
     if profiler is None:
         profiler = build_profiler(load_catalog(session), exemplars, exemplar_dims, store, settings)
+    sums = _profile_sums(session, profiler.catalog, model_ids, reuse_sums)
     return RouterState(
         profiler=profiler,
         models=_model_catalog(models),
         model_ids=model_ids,
-        profile=_profile(session, profiler.catalog, model_ids, means, settings),
+        profile=shrunk_profile(sums, means, settings.shrinkage),
         means=means,
         queries=searchable(settings, store, EVAL_QUERIES, index),
         outcomes=OutcomeTable.from_outcomes(outcomes),
@@ -118,6 +143,7 @@ def _assemble(
         raw_outcomes=outcomes,
         exemplar_index=exemplars,
         exemplar_dims=exemplar_dims,
+        profile_sums=sums,
     )
 
 
@@ -181,7 +207,8 @@ def refresh_state(
         profiler = build_profiler(load_catalog(session), exemplars, exemplar_dims, store, settings)
 
     index = old.query_index
-    if EVALUATIONS in kinds:  # evaluations may have created queries: append their points
+    if EVALUATIONS in kinds and session.scalar(select(func.count()).select_from(EvalQuery)) != len(index):
+        # evaluations created queries: append their points
         index, _ = _append_points(store, EVAL_QUERIES, index, set(session.scalars(select(EvalQuery.id))))
 
     changed = {c.model_id for c in changes if c.kind in (EVALUATIONS, MODEL) and c.model_id is not None}
@@ -206,6 +233,9 @@ def refresh_state(
             prev = old_col[model.id]
             means[col] = old.means[prev]
             outcomes[: len(old.query_index), col] = old.raw_outcomes[:, prev]
+    reuse = None
+    if DIMENSION not in kinds and old.profile_sums is not None:  # same columns: keep the untouched models' sums
+        reuse = (old.profile_sums, {m: r for m, r in old_col.items() if m not in stale_col})
     return _assemble(
-        session, store, settings, models, means, index, outcomes, exemplars, exemplar_dims, profiler, generation
+        session, store, settings, models, means, index, outcomes, exemplars, exemplar_dims, profiler, generation, reuse
     )

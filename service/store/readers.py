@@ -173,12 +173,12 @@ def aptitude_matrix(session: Session, test: AptitudeTest, model_ids: Sequence[in
     column = {task.id: c for c, task in enumerate(test.tasks)}
     row = {m: r for r, m in enumerate(model_ids)}
     matrix = np.full((len(model_ids), len(test.tasks)), np.nan)
-    for result in session.scalars(
-        select(AptitudeResult).where(
+    for model_id, task_id, accuracy in session.execute(
+        select(AptitudeResult.model_id, AptitudeResult.task_id, AptitudeResult.accuracy).where(
             AptitudeResult.task_id.in_(list(column)), AptitudeResult.model_id.in_(list(model_ids))
         )
     ):
-        matrix[row[result.model_id], column[result.task_id]] = result.accuracy
+        matrix[row[model_id], column[task_id]] = accuracy
     return matrix
 
 
