@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.registry.importer import import_data
@@ -24,6 +24,7 @@ from service.store.generation import (
     bump_generation,
     changes_since,
     current_generation,
+    written_generation,
 )
 from service.store.orm import LlmModel, RoutingChange
 from tests.conftest import ADMIN, shared_family, small_family
@@ -44,22 +45,34 @@ def _kinds(db: Session, after: int) -> list[tuple[str, int | None, int | None]]:
     return [(k, m, d) for k, m, d in rows]
 
 
-def test_a_bump_is_part_of_its_transaction(db: Session) -> None:
-    start = current_generation(db)
-    with db.begin_nested():
-        assert bump_generation(db, MODEL, model_id=7) == start + 1
-        assert bump_generation(db, DIMENSION, dimension_id=3) == start + 2
-    changes = changes_since(db, start, start + 2)
-    assert changes is not None
-    assert [(c.kind, c.model_id, c.dimension_id) for c in changes] == [(MODEL, 7, None), (DIMENSION, None, 3)]
+def test_a_bump_is_taken_when_its_transaction_commits(session_factory: sessionmaker[Session]) -> None:
+    def generation() -> int:
+        with session_factory() as reader:
+            return current_generation(reader)
 
-    rolled_back = db.begin_nested()
-    bump_generation(db, EVALUATIONS, model_id=7)
-    rolled_back.rollback()
-    assert current_generation(db) == start + 2
-    assert changes_since(db, start, start + 3) is None  # a missing event (pruned history) means: reload whole
-    with pytest.raises(ValueError, match="unknown routing change kind"):
-        bump_generation(db, "everything")
+    start = generation()
+    with session_factory() as session:
+        with session.begin():
+            bump_generation(session, MODEL, model_id=7)
+            bump_generation(session, DIMENSION, dimension_id=3)
+            bump_generation(session, MODEL, model_id=7)  # the same change twice is one event
+            assert current_generation(session) == start  # nothing taken before the commit
+        assert generation() == start + 2
+        assert written_generation(session) == start + 2
+
+        with pytest.raises(RuntimeError), session.begin():
+            bump_generation(session, EVALUATIONS, model_id=7)
+            raise RuntimeError("the write fails")
+        with session.begin():
+            pass  # the rolled-back change must not ride along with a later commit
+    assert generation() == start + 2
+    with session_factory() as reader:
+        changes = changes_since(reader, start, start + 2)
+        assert changes is not None
+        assert [(c.kind, c.model_id, c.dimension_id) for c in changes] == [(MODEL, 7, None), (DIMENSION, None, 3)]
+        assert changes_since(reader, start, start + 3) is None  # a missing event (pruned): reload whole
+        with pytest.raises(ValueError, match="unknown routing change kind"):
+            bump_generation(reader, "everything")
 
 
 def test_every_routing_write_bumps_the_generation(client: TestClient, runtime: Runtime, db: Session) -> None:

@@ -104,11 +104,23 @@ async def _route_window(url: str, concurrency: int, seconds: float, offset: int)
 async def _write_load(
     url: str, targets: list[tuple[str, str, str]], per_second: int, per_request: int, stop: asyncio.Event
 ) -> int:
-    """Posts `per_second` evaluation records per second (in requests of `per_request`) until stopped."""
+    """Posts `per_second` evaluation records per second (in requests of `per_request`) until stopped.
+
+    Requests leave on schedule whether or not earlier ones have been answered (an open-loop load, at most
+    64 in flight), so a slow replica does not quietly lower the write rate.
+    """
     written = 0
     rng = random.Random(7)
     interval = per_request / per_second
+    in_flight: set[asyncio.Task[None]] = set()
     async with httpx.AsyncClient(base_url=url, timeout=60, headers={"X-Admin-Key": ADMIN_KEY}) as client:
+
+        async def post(model: str, items: list[dict[str, Any]]) -> None:
+            nonlocal written
+            response = await client.post(f"/v1/models/{model}/evaluations", json={"evaluations": items})
+            response.raise_for_status()
+            written += len(items)
+
         next_at = time.perf_counter()
         while not stop.is_set():
             model = rng.choice(targets)[0]
@@ -116,11 +128,13 @@ async def _write_load(
                 {"benchmark": b, "query_id": q, "score": float(rng.random() < 0.5)}
                 for _, b, q in rng.sample(targets, per_request)
             ]
-            response = await client.post(f"/v1/models/{model}/evaluations", json={"evaluations": items})
-            response.raise_for_status()
-            written += per_request
+            if len(in_flight) < 64:
+                task = asyncio.create_task(post(model, items))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await asyncio.gather(*in_flight)
     return written
 
 

@@ -7,10 +7,9 @@ bump also records what changed (a kind plus the model or dimension), which lets 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.store.orm import RoutingChange, RoutingGeneration
@@ -29,6 +28,7 @@ EVALUATIONS, MODEL, DIMENSION, APTITUDE, RERANKER, FULL = (
 KINDS = (EVALUATIONS, MODEL, DIMENSION, APTITUDE, RERANKER, FULL)
 KEEP_CHANGES = 10_000  # change events kept; a replica further behind reloads in full
 PRUNE_EVERY = 1_000
+PENDING, WRITTEN = "routing_changes_pending", "routing_generation_written"
 
 
 @dataclass(frozen=True)
@@ -39,26 +39,56 @@ class Change:
     dimension_id: int | None = None
 
 
-def bump_generation(session: Session, kind: str, model_id: int | None = None, dimension_id: int | None = None) -> int:
-    """Takes the next generation for a change of this kind, in the caller's transaction; returns it."""
+def bump_generation(session: Session, kind: str, model_id: int | None = None, dimension_id: int | None = None) -> None:
+    """Records that this transaction changes routing; the generation is taken when it commits.
+
+    Taking it at commit keeps the counter's row lock for the last moment only, so a long write (an import,
+    an embedding) never queues the other writers behind it. A rolled-back transaction takes nothing.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown routing change kind {kind!r}")
+    pending: list[tuple[str, int | None, int | None]] = session.info.setdefault(PENDING, [])
+    change = (kind, model_id, dimension_id)
+    if change not in pending:
+        pending.append(change)
+
+
+def take_generations(session: Session) -> int | None:
+    """Writes the pending changes: one generation each, in one counter update. Runs just before commit."""
+    pending: list[tuple[str, int | None, int | None]] = session.info.pop(PENDING, [])
+    if not pending:
+        return None
     value = session.execute(
         update(RoutingGeneration)
         .where(RoutingGeneration.id == 1)
-        .values(value=RoutingGeneration.value + 1)
+        .values(value=RoutingGeneration.value + len(pending))
         .returning(RoutingGeneration.value)
     ).scalar_one_or_none()
     if value is None:  # a database created without the migration's seed row
-        value = 1
+        value = len(pending)
         session.execute(insert(RoutingGeneration).values(id=1, value=value))
+    first = value - len(pending) + 1
     session.execute(
-        insert(RoutingChange).values(generation=value, kind=kind, model_id=model_id, dimension_id=dimension_id)
+        insert(RoutingChange),
+        [
+            {"generation": first + i, "kind": kind, "model_id": model_id, "dimension_id": dimension_id}
+            for i, (kind, model_id, dimension_id) in enumerate(pending)
+        ],
     )
-    if value % PRUNE_EVERY == 0:
+    if value // PRUNE_EVERY != (first - 1) // PRUNE_EVERY:
         session.execute(delete(RoutingChange).where(RoutingChange.generation <= value - KEEP_CHANGES))
-    session.info["routing_generation"] = value
+    session.info[WRITTEN] = int(value)
     return int(value)
+
+
+@event.listens_for(Session, "before_commit")
+def _take_on_commit(session: Session) -> None:
+    take_generations(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_rollback(session: Session) -> None:
+    session.info.pop(PENDING, None)
 
 
 def current_generation(session: Session) -> int:
@@ -81,13 +111,5 @@ def changes_since(session: Session, after: int, upto: int) -> list[Change] | Non
 
 def written_generation(session: Session) -> int | None:
     """The generation this session's transaction took last (None if it changed nothing that routes)."""
-    value = session.info.get("routing_generation")
+    value = session.info.get(WRITTEN)
     return int(value) if value is not None else None
-
-
-def bump_models(session: Session, kind: str, model_ids: Sequence[int]) -> int | None:
-    """One change per model (so replicas refresh just those); None when there were none."""
-    last = None
-    for model_id in model_ids:
-        last = bump_generation(session, kind, model_id=model_id)
-    return last
