@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +21,19 @@ from service.registry.reindex import reconcile
 from service.routing.engine import RoutingEngine
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
-from service.store.generation import DIMENSION, EVALUATIONS, FULL, Change, changes_since, current_generation
+from service.store.generation import (
+    DIMENSION,
+    EVALUATIONS,
+    FULL,
+    Change,
+    changes_since,
+    current_generation,
+    written_generation,
+)
 from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+logger = logging.getLogger(__name__)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -116,6 +126,14 @@ class Runtime:
                 self.refreshes += 1
                 self.refresh_seconds += time.perf_counter() - started
             return True
+
+    def refresh_after_write(self, session: Session) -> None:
+        """After a committed write: this process serves it from its very next request. A failure here must not
+        turn the committed write into an error; the watcher retries within the refresh interval."""
+        try:
+            self.refresh_router(written_generation(session))
+        except Exception as exc:  # noqa: BLE001 - the write is committed whatever happens here
+            logger.warning("routing-state refresh after a write failed (the watcher retries): %s", type(exc).__name__)
 
     def _reconcile(self, session: Session, changes: list[Change] | None) -> None:
         """Local vectors for rows written elsewhere (a no-op lookup when this process wrote them itself)."""

@@ -198,3 +198,18 @@ def test_a_full_change_reloads_everything(runtime: Runtime, db: Session) -> None
         bump_generation(session, FULL)
     assert runtime.refresh_router()
     assert runtime.router.generation == current_generation(db)
+
+
+def test_a_committed_write_is_not_reported_failed_when_the_refresh_after_it_fails(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refresh_fails(*_: object) -> bool:
+        raise ConnectionError("database went away after the commit")
+
+    monkeypatch.setattr(runtime, "refresh_router", refresh_fails)
+    body = {"name": "written-anyway", "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.1}
+    assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
+    monkeypatch.undo()
+    assert client.get("/v1/models/written-anyway").status_code == 200
+    assert runtime.refresh_router()  # the watcher's next look applies it
+    assert "written-anyway" in runtime.router.state.models.names

@@ -19,7 +19,6 @@ from service.api.schemas import (
 )
 from service.errors import NotFoundError
 from service.registry.aptitude import Answer, record_answers
-from service.store.generation import written_generation
 from service.store.orm import AptitudeTest, EvalQuery, LlmModel
 from service.store.readers import aptitude_matrix, current_test
 
@@ -89,5 +88,5 @@ def submit_aptitude(name: str, body: AptitudeAnswersIn, session: SessionDep, run
                 for task, v in zip(test.tasks, vector, strict=True)
             ],
         )
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return result

@@ -9,7 +9,6 @@ from service.api.deps import AdminDep, RuntimeDep, SessionDep
 from service.api.schemas import DimensionCreate, DimensionOut
 from service.errors import ConflictError
 from service.registry.catalog import add_dimension
-from service.store.generation import written_generation
 from service.store.orm import Dimension, Exemplar
 
 router = APIRouter(prefix="/v1/dimensions", tags=["dimensions"])
@@ -33,7 +32,7 @@ def create_dimension(body: DimensionCreate, session: SessionDep, runtime: Runtim
             source=dimension.source,
             exemplars=count,
         )
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return out
 
 

@@ -11,7 +11,7 @@ from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, Mod
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
-from service.store.generation import MODEL, bump_generation, written_generation
+from service.store.generation import MODEL, bump_generation
 from service.store.orm import EvalRecord, LlmModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -48,7 +48,7 @@ def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) 
         bump_generation(session, MODEL, model_id=model.id)
         if body.evaluations:
             _write_evaluations(session, runtime, model, body.evaluations)
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return _out(session, model)
 
 
@@ -73,7 +73,7 @@ def update_model(name: str, body: ModelUpdate, session: SessionDep, runtime: Run
         for field, value in body.model_dump(exclude_unset=True).items():
             setattr(model, field, value)
         bump_generation(session, MODEL, model_id=model.id)
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return _out(session, model)
 
 
@@ -83,7 +83,7 @@ def delete_model(name: str, session: SessionDep, runtime: RuntimeDep) -> Respons
         model = _get(session, name)
         bump_generation(session, MODEL, model_id=model.id)
         session.delete(model)
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -92,5 +92,5 @@ def add_model_evaluations(name: str, body: EvaluationsIn, session: SessionDep, r
     with session.begin():
         model = _get(session, name)
         written = _write_evaluations(session, runtime, model, body.evaluations)
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return EvaluationsOut(model=name, written=written)

@@ -8,7 +8,6 @@ from service.api.deps import AdminDep, RuntimeDep, SessionDep
 from service.api.schemas import ActivateIn, RerankerCheckpointOut
 from service.errors import NotFoundError
 from service.registry.checkpoints import activate
-from service.store.generation import written_generation
 from service.store.readers import list_checkpoints
 
 router = APIRouter(prefix="/v1/reranker", tags=["reranker"])
@@ -27,5 +26,5 @@ def activate_checkpoint(body: ActivateIn, session: SessionDep, runtime: RuntimeD
         except NotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
         out = RerankerCheckpointOut.model_validate(checkpoint, from_attributes=True)
-    runtime.refresh_router(written_generation(session))
+    runtime.refresh_after_write(session)
     return out
