@@ -201,7 +201,7 @@ def refresh_state(
     exemplars, exemplar_dims, profiler = old.exemplar_index, old.exemplar_dims, old.profiler
     if DIMENSION in kinds:  # a new dimension or exemplars: add their points and the catalog column
         in_db = dict(session.execute(select(Exemplar.id, Exemplar.dimension_id)).all())
-        exemplars, payloads = _append_points(store, EXEMPLARS, exemplars, set(in_db))
+        exemplars, _ = _append_points(store, EXEMPLARS, exemplars, set(in_db))
         fresh = [in_db.get(int(i), -1) for i in exemplars.ids[len(exemplar_dims) :]]
         exemplar_dims = np.concatenate([exemplar_dims, np.asarray(fresh, np.int64)])
         profiler = build_profiler(load_catalog(session), exemplars, exemplar_dims, store, settings)

@@ -1,8 +1,9 @@
-"""The routing-state generation: every write that changes routing bumps it in its own transaction.
+"""The routing-state generation: every write that changes routing bumps it, as part of its own transaction.
 
-The counter is one row updated in place, so its row lock orders concurrent writers: generations commit in
-the order they were taken and a replica that has seen generation G has seen every change up to G. Each
-bump also records what changed (a kind plus the model or dimension), which lets replicas refresh only that.
+A bump is noted on the session and taken when the transaction commits: one update of a one-row counter, whose
+row lock orders concurrent writers, so generations commit in the order they were taken and a replica that has
+seen generation G has seen every change up to G. Each change is recorded with what it touched (a kind plus the
+model or dimension), which lets replicas refresh only that.
 """
 
 from __future__ import annotations
