@@ -102,7 +102,12 @@ async def _route_window(url: str, concurrency: int, seconds: float, offset: int)
 
 
 async def _write_load(
-    url: str, targets: list[tuple[str, str, str]], per_second: int, per_request: int, stop: asyncio.Event
+    url: str,
+    targets: list[tuple[str, str, str]],
+    per_second: int,
+    per_request: int,
+    stop: asyncio.Event,
+    errors: list[int],
 ) -> int:
     """Posts `per_second` evaluation records per second (in requests of `per_request`) until stopped.
 
@@ -118,6 +123,9 @@ async def _write_load(
         async def post(model: str, items: list[dict[str, Any]]) -> None:
             nonlocal written
             response = await client.post(f"/v1/models/{model}/evaluations", json={"evaluations": items})
+            if response.status_code == 503:  # a store refused (SQLite under writers from two processes): counted
+                errors.append(503)
+                return
             response.raise_for_status()
             written += len(items)
 
@@ -139,10 +147,16 @@ async def _write_load(
 
 
 async def _window_with_writes(
-    route_url: str, write_url: str, targets: list[tuple[str, str, str]], concurrency: int, seconds: float, offset: int
+    route_url: str,
+    write_url: str,
+    targets: list[tuple[str, str, str]],
+    concurrency: int,
+    seconds: float,
+    offset: int,
+    errors: list[int],
 ) -> tuple[int, int]:
     stop = asyncio.Event()
-    writer = asyncio.create_task(_write_load(write_url, targets, 50, 5, stop))
+    writer = asyncio.create_task(_write_load(write_url, targets, 50, 5, stop, errors))
     routed = await _route_window(route_url, concurrency, seconds, offset)
     stop.set()
     return routed, await writer
@@ -160,7 +174,11 @@ def _refresh_latency(a: str, b: str, targets: list[tuple[str, str, str]], sample
         for _ in range(samples):
             model, benchmark, query = rng.choice(targets)
             item = {"benchmark": benchmark, "query_id": query, "score": float(rng.random() < 0.5)}
-            client.post(f"{b}/v1/models/{model}/evaluations", json={"evaluations": [item]}).raise_for_status()
+            for _attempt in range(3):  # SQLite may refuse a write racing another process's: try again
+                response = client.post(f"{b}/v1/models/{model}/evaluations", json={"evaluations": [item]})
+                if response.status_code != 503:
+                    break
+            response.raise_for_status()
             written = time.perf_counter()
             generation = client.get(f"{b}/readyz").json()["generation"]
             while client.get(f"{a}/readyz").json()["generation"] < generation:
@@ -182,6 +200,7 @@ def run_replica_bench(
     with tempfile.TemporaryDirectory(prefix="capprof-replicas-") as tmp:
         root = Path(tmp)
         settings = Settings(data_dir=root / "seed", device=device, database_url=database_url)
+        settings.data_dir.mkdir(parents=True)
         url = settings.resolved_database_url
         results["database"] = url.split(":", 1)[0]
         upgrade_database(url)
@@ -216,6 +235,7 @@ def run_replica_bench(
             quiet: list[float] = []
             loaded: list[float] = []
             written_total = 0
+            write_errors: list[int] = []
             refreshes_under_load = 0
             refresh_s_under_load = 0.0
             offset = 100_000
@@ -224,7 +244,9 @@ def run_replica_bench(
                 quiet.append(asyncio.run(_route_window(a, concurrency, window_s, offset)) / window_s)
                 offset += 100_000
                 before = _readyz(a)
-                routed, written = asyncio.run(_window_with_writes(a, b, targets, concurrency, window_s, offset))
+                routed, written = asyncio.run(
+                    _window_with_writes(a, b, targets, concurrency, window_s, offset, write_errors)
+                )
                 after = _readyz(a)
                 offset += 100_000
                 loaded.append(routed / window_s)
@@ -237,6 +259,7 @@ def run_replica_bench(
             results["route_qps_windows"] = {"no_writes": quiet, "with_writes": loaded}
             results["records_written_per_s"] = written_total / (windows * window_s)
             results["write_requests"] = written_total // 5
+            results["write_requests_refused"] = len(write_errors)
             results["refreshes_on_a_under_writes"] = refreshes_under_load
             results["refresh_ms_mean_on_a"] = 1000 * refresh_s_under_load / max(refreshes_under_load, 1)
             results["refresh_cpu_share_on_a"] = refresh_s_under_load / (windows * window_s)
