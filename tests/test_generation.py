@@ -10,8 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.registry.catalog import EvaluationInput, add_evaluations
+from profiling.embedding_cache import CachedEmbedder
+from service.registry.catalog import EvaluationInput, add_dimension, add_evaluations
 from service.registry.importer import import_data
+from service.registry.reindex import reconcile, reindex_all
 from service.routing import engine as engine_module
 from service.routing import state as state_module
 from service.routing.state import RouterState, load_state
@@ -26,8 +28,9 @@ from service.store.generation import (
     current_generation,
     written_generation,
 )
-from service.store.orm import LlmModel, RoutingChange
-from tests.conftest import ADMIN, shared_family, small_family
+from service.store.orm import EvalQuery, Exemplar, LlmModel, RoutingChange
+from service.store.vector_store import EVAL_QUERIES, EXEMPLARS
+from tests.conftest import ADMIN, memory_store, shared_family, small_family
 
 MATH = [
     "A baker sells 24 muffins in the morning and twice as many in the afternoon. How many muffins in total?",
@@ -213,3 +216,34 @@ def test_a_committed_write_is_not_reported_failed_when_the_refresh_after_it_fail
     assert client.get("/v1/models/written-anyway").status_code == 200
     assert runtime.refresh_router()  # the watcher's next look applies it
     assert "written-anyway" in runtime.router.state.models.names
+
+
+def test_reconcile_fills_a_replica_store_from_the_database(runtime: Runtime, embedder: CachedEmbedder) -> None:
+    with runtime.transaction() as session:
+        add_dimension(session, runtime.store, embedder, "domain", "reconciled", "probe", MATH)
+        model = LlmModel(name="reconcile-model")
+        session.add(model)
+        session.flush()
+        add_evaluations(
+            session, runtime.store, embedder, runtime.settings, model, [EvaluationInput(score=1, text=MATH[0])]
+        )
+    replica = memory_store(embedder)  # another replica's embedded Qdrant: empty
+    with runtime.sessions() as session:
+        exemplar_ids = set(session.scalars(select(Exemplar.id)))
+        query_ids = set(session.scalars(select(EvalQuery.id)))
+        added = reconcile(session, replica, embedder)
+        assert added == {EXEMPLARS: len(exemplar_ids), EVAL_QUERIES: len(query_ids)}
+        assert replica.ids(EXEMPLARS) == exemplar_ids and replica.ids(EVAL_QUERIES) == query_ids
+        index, payloads = replica.snapshot(EXEMPLARS)
+        source, _ = runtime.store.snapshot(EXEMPLARS)
+        np.testing.assert_allclose(index.vectors, source.vectors, atol=1e-5)  # the same vectors, embedded anew
+        assert {p["dimension"] for p in payloads.values()} >= {"reconciled"}
+        assert reconcile(session, replica, embedder) == {EXEMPLARS: 0, EVAL_QUERIES: 0}
+    replica.close()
+
+
+def test_reindex_is_a_full_change(runtime: Runtime, embedder: CachedEmbedder, db: Session) -> None:
+    start = current_generation(db)
+    with runtime.transaction() as session:
+        reindex_all(session, runtime.store, embedder)
+    assert [k for k, _, _ in _kinds(db, start)] == [FULL]
