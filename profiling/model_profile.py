@@ -59,14 +59,19 @@ def accumulate(
 def model_means(
     model_index: npt.NDArray[np.int64], values: Matrix, n_models: int, prior_strength: float = 0.0
 ) -> Matrix:
-    """Each model's mean value over its records, shrunk toward the population by `prior_strength` pseudo-records.
+    """Each model's mean value over its records, shrunk toward the population by `prior_strength` pseudo-records."""
+    totals = np.bincount(model_index, weights=values, minlength=n_models).astype(np.float64)
+    counts = np.bincount(model_index, minlength=n_models).astype(np.float64)
+    return shrunk_means(totals, counts, prior_strength)
+
+
+def shrunk_means(totals: Matrix, counts: Matrix, prior_strength: float) -> Matrix:
+    """(total + k * population) / (count + k) per model, from each model's sum and number of record values.
 
     The population mean is the mean of the models' own means, so a model with one lucky record is not taken
     at its word. NaN for a model without records only when there is no population either, or no prior.
     """
-    totals = np.bincount(model_index, weights=values, minlength=n_models)
-    counts = np.bincount(model_index, minlength=n_models).astype(np.float64)
-    raw = np.divide(totals, counts, out=np.full(n_models, np.nan), where=counts > 0)
+    raw = np.divide(totals, counts, out=np.full(len(totals), np.nan), where=counts > 0)
     if prior_strength <= 0 or not np.isfinite(raw).any():
         return raw
     population = float(np.nanmean(raw))

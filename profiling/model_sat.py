@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -174,7 +174,8 @@ class ModelSat:
         )
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto") -> ModelSat:
+    def load(cls, path: Path | IO[bytes], device: str = "auto") -> ModelSat:
+        """From a file or a binary stream (weights read from the database)."""
         blob = torch.load(path, map_location="cpu", weights_only=True)
         config = ModelSatConfig(**blob["config"])
         tasks = blob["task_embeddings"]

@@ -42,7 +42,6 @@ from service.routing.microbatch import MicroBatcher
 from service.routing.reloader import CoalescedReload
 from service.runtime import Runtime
 from service.settings import Settings
-from service.store.readers import active_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -95,26 +94,21 @@ def _unavailable(store: str) -> Callable[[Request, Exception], Awaitable[JSONRes
     return handler
 
 
-def _active_version(runtime: Runtime) -> int | None:
-    with runtime.sessions() as session:
-        checkpoint = active_checkpoint(session)
-        return checkpoint.version if checkpoint is not None else None
+async def _follow_generation(runtime: Runtime) -> None:
+    """One watcher per process: picks up writes made through other replicas or the CLI within the interval.
 
-
-async def _follow_active_checkpoint(runtime: Runtime) -> None:
-    """Picks up a checkpoint activated elsewhere (the CLI, another replica) without a restart."""
+    The refresh runs in a worker thread and swaps the new state in whole, so routing never waits for it; all
+    writes since the last look are applied in one refresh (coalesced), incrementally where they allow it.
+    """
     while True:
-        await asyncio.sleep(runtime.settings.reranker_poll_s)
+        await asyncio.sleep(runtime.settings.refresh_interval_s)
         try:
-            wanted = await asyncio.to_thread(_active_version, runtime)
-            loaded = (
-                runtime.router.state.stage2.version if runtime.router.loaded and runtime.router.state.stage2 else None
-            )
-            if wanted != loaded:
-                logger.info("re-ranker checkpoint changed (%s -> %s): reloading", loaded, wanted)
+            if runtime.router.loaded:
+                await asyncio.to_thread(runtime.refresh_router)
+            else:  # start-up found the stores down: keep trying
                 await asyncio.to_thread(runtime.reload_router)
         except Exception as exc:  # noqa: BLE001 - a store blip must not kill the watcher
-            logger.warning("re-ranker watch failed: %s", type(exc).__name__)
+            logger.warning("routing-state refresh failed: %s", type(exc).__name__)
 
 
 def _purge(runtime: Runtime, metrics: Metrics) -> None:
@@ -163,7 +157,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         await batcher.start()
         app.state.upstreams = UpstreamPool(runtime.settings)  # made inside the serving event loop
         decision_log.start()
-        watcher = asyncio.create_task(_follow_active_checkpoint(runtime))
+        watcher = asyncio.create_task(_follow_generation(runtime))
         purger = asyncio.create_task(_purge_periodically(runtime, metrics))
         try:
             yield
@@ -185,7 +179,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.metrics = metrics
     app.state.decision_log = decision_log
     app.state.batcher = batcher
-    app.state.reloader = CoalescedReload(runtime.reload_router)
+
+    def refresh() -> None:
+        runtime.refresh_router()  # incremental: feedback changes one model's records
+
+    app.state.reloader = CoalescedReload(refresh)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Only a lost database is a 503; a value it refuses is the client's 422 (409 for a duplicate).

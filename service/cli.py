@@ -93,7 +93,7 @@ def reindex() -> None:
     """Rebuild both Qdrant collections from Postgres (vectors come from the embedding cache)."""
     from service.registry.reindex import reindex_all
 
-    with _opened("reindex") as runtime, runtime.sessions() as session:
+    with _opened("reindex") as runtime, runtime.transaction() as session:
         counts = reindex_all(session, runtime.store, runtime.embedder)
     typer.echo(f"reindexed {counts['exemplars']} exemplars and {counts['eval_queries']} evaluation queries")
 
@@ -220,7 +220,7 @@ def reranker_list() -> None:
 
 @reranker_app.command("activate")
 def reranker_activate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
-    """Make VERSION the live re-ranker (a running service picks it up within CAPPROF_RERANKER_POLL_S)."""
+    """Make VERSION the live re-ranker (running services pick it up within CAPPROF_REFRESH_INTERVAL_S)."""
     from service.registry.checkpoints import activate
 
     with _opened("reranker activate") as runtime, runtime.transaction() as session:
@@ -403,11 +403,21 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures as JSON here")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="fewer repetitions (under 3 minutes)")] = False,
     device: Annotated[str, typer.Option(help="embedding device: auto, cpu, cuda")] = "auto",
+    replicas: Annotated[
+        bool, typer.Option("--replicas", help="two replicas: routing under a write load, refresh latency")
+    ] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="--replicas: an EMPTY database to use (default: scratch SQLite)")
+    ] = None,
 ) -> None:
-    """Measure embedding, routing, HTTP and scoring speed and peak memory."""
+    """Measure embedding, routing, HTTP and scoring speed and peak memory (or, --replicas, scale-out)."""
     from service.jobs.bench import run_bench
+    from service.jobs.replica_bench import run_replica_bench
 
-    results = run_bench(data, quick, device, log=lambda line: typer.echo(line, err=True))
+    if replicas:
+        results = run_replica_bench(data, quick, device, database_url, log=lambda line: typer.echo(line, err=True))
+    else:
+        results = run_bench(data, quick, device, log=lambda line: typer.echo(line, err=True))
     text = json.dumps(results, indent=2)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

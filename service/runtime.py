@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -14,12 +17,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiling.embedder import SentenceEmbedder
 from profiling.embedding_cache import CachedEmbedder
+from service.registry.reindex import reconcile
 from service.routing.engine import RoutingEngine
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
-from service.store.vector_store import VectorStore
+from service.store.generation import (
+    DIMENSION,
+    EVALUATIONS,
+    FULL,
+    Change,
+    changes_since,
+    current_generation,
+    written_generation,
+)
+from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+logger = logging.getLogger(__name__)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -57,6 +71,9 @@ class Runtime:
         if store is not None:
             self.__dict__["store"] = store
         self.router = RoutingEngine(settings)
+        self._refresh_lock = threading.Lock()
+        self.refreshes = 0  # routing-state refreshes applied (coalesced writes show as fewer refreshes)
+        self.refresh_seconds = 0.0
 
     @cached_property
     def db_engine(self) -> Engine:
@@ -82,8 +99,62 @@ class Runtime:
             yield session
 
     def reload_router(self) -> None:
-        with self.sessions() as session:
-            self.router.reload(session, self.store)
+        """Everything from the stores; the local Qdrant first gets the points other replicas wrote."""
+        with self._refresh_lock, self.sessions() as session:
+            generation = current_generation(session)  # read first: later writes are picked up next time
+            reconcile(session, self.store, self.embedder)
+            self.router.reload(session, self.store, generation)
+
+    def refresh_router(self, at_least: int | None = None) -> bool:
+        """Brings the routing state up to the database's generation, incrementally where the changes allow.
+
+        `at_least`: a generation this process just wrote; nothing to do when a concurrent refresh already
+        covered it (many writers share one refresh). Returns whether a new state was swapped in.
+        """
+        with self._refresh_lock:
+            seen = self.router.generation
+            if at_least is not None and seen is not None and seen >= at_least:
+                return False
+            with self.sessions() as session:
+                target = current_generation(session)
+                if seen is not None and target <= seen:
+                    return False
+                started = time.perf_counter()
+                changes = changes_since(session, seen, target) if seen is not None else None
+                self._reconcile(session, changes)
+                self.router.refresh(session, self.store, target, changes)
+                self.refreshes += 1
+                self.refresh_seconds += time.perf_counter() - started
+            return True
+
+    def refresh_after_write(self, session: Session) -> None:
+        """After a committed write: this process serves it from its very next request. A failure here must not
+        turn the committed write into an error; the watcher retries within the refresh interval."""
+        try:
+            self.refresh_router(written_generation(session))
+        except Exception as exc:  # noqa: BLE001 - the write is committed whatever happens here
+            logger.warning("routing-state refresh after a write failed (the watcher retries): %s", type(exc).__name__)
+
+    def _reconcile(self, session: Session, changes: list[Change] | None) -> None:
+        """Local vectors for rows written elsewhere (a no-op lookup when this process wrote them itself)."""
+        state = self.router.state if self.router.loaded else None
+        if changes is None or state is None or state.exemplar_index is None or state.query_index is None:
+            reconcile(session, self.store, self.embedder)
+            return
+        kinds = {c.kind for c in changes}
+        if FULL in kinds:
+            reconcile(session, self.store, self.embedder)
+            return
+        collections = [c for k, c in ((DIMENSION, EXEMPLARS), (EVALUATIONS, EVAL_QUERIES)) if k in kinds]
+        if collections:
+            reconcile(
+                session,
+                self.store,
+                self.embedder,
+                state.exemplar_index.ids.tolist(),
+                state.query_index.ids.tolist(),
+                collections,
+            )
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -74,9 +74,6 @@ class Settings(BaseSettings):
         ge=0.0,
         description="RMS aptitude distance from the training models at which the scorer's share falls to 1/e (0: off)",
     )
-    reranker_poll_s: float = Field(
-        default=5.0, gt=0, description="how often the service looks for a newly activated checkpoint"
-    )
 
     # Serving.
     route_batch_max: int = Field(default=256, ge=1)
@@ -106,6 +103,10 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="per upstream: waiting for the first byte (and between stream chunks)"
     )
     gateway_max_connections: int = Field(default=200, ge=1, description="pooled connections to all upstreams")
+    # Scale-out: how often each replica reads the routing-state generation and refreshes when it moved.
+    refresh_interval_s: float = Field(
+        default=1.0, gt=0, description="seconds between generation checks (bound on cross-replica staleness)"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:

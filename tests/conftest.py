@@ -155,9 +155,9 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "admin_key": ADMIN["X-Admin-Key"],
         "decision_flush_interval_s": None,
         "microbatch_window_ms": 1.0,
-        # Background threads must not share the single test connection: the checkpoint watcher stays idle
+        # Background threads must not share the single test connection: the routing-state watcher stays idle
         # unless a test (on a database of its own) asks for it.
-        "reranker_poll_s": 3600.0,
+        "refresh_interval_s": 3600.0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -50,7 +50,7 @@ def test_aptitude_test_is_served_for_running_a_new_model(trained: Runtime) -> No
 
 def test_activation_switches_the_live_reranker(trained: Runtime) -> None:
     runtime = trained
-    runtime.settings.reranker_poll_s = 0.2
+    runtime.settings.refresh_interval_s = 0.2
     from service.app import create_app
 
     with TestClient(create_app(runtime=runtime)) as client:

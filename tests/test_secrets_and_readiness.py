@@ -47,8 +47,15 @@ def test_production_refuses_a_weak_admin_key(monkeypatch: pytest.MonkeyPatch, ke
         Settings()
 
 
+def _public(body: dict[str, object]) -> dict[str, object]:
+    """The unauthenticated /readyz body without the routing-state generation (a counter that moves with writes)."""
+    assert "generation" in body
+    return {k: v for k, v in body.items() if k != "generation"}
+
+
 def test_production_accepts_a_random_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAPPROF_ENVIRONMENT", "production")
+    monkeypatch.setenv("CAPPROF_KEY_SECRET", secrets.token_hex(32))
     for key in (secrets.token_urlsafe(32), secrets.token_hex(32), secrets.token_hex(16)):
         monkeypatch.setenv("CAPPROF_ADMIN_KEY", key)
         assert Settings().admin_key.get_secret_value() == key
@@ -132,7 +139,7 @@ def test_readyz_stays_ready_while_routing_answers_with_the_database_down(
         body = {**GPT, "evaluations": [{"text": "Write a Python function that merges two lists.", "score": 1}]}
         assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
         ready = client.get("/readyz")
-        assert (ready.status_code, ready.json()) == (200, {"status": "ready", "reranker_version": None})
+        assert (ready.status_code, _public(ready.json())) == (200, {"status": "ready", "reranker_version": None})
 
         database.is_up = False
         ready = client.get("/readyz")
@@ -162,7 +169,7 @@ def test_readyz_is_503_when_routing_cannot_answer(embedder: CachedEmbedder, tmp_
     )
     with TestClient(create_app(runtime=runtime)) as client:
         ready = client.get("/readyz")
-        assert (ready.status_code, ready.json()) == (503, {"status": "not ready", "reranker_version": None})
+        assert (ready.status_code, _public(ready.json())) == (503, {"status": "not ready", "reranker_version": None})
         detailed = client.get("/readyz", headers=_bearer()).json()
         assert detailed["checks"]["router"] == "not loaded"
         assert client.get("/healthz").status_code == 200

@@ -129,5 +129,5 @@ def submit_aptitude(
                 for task, v in zip(test.tasks, vector, strict=True)
             ],
         )
-    runtime.reload_router()
+    runtime.refresh_after_write(session)
     return result

@@ -60,7 +60,9 @@ def _refuse(request: Request, code: int, reason: str, detail: str) -> HTTPExcept
 
 
 def _offered_key(x_admin_key: str | None, authorization: str | None) -> str | None:
-    if x_admin_key is not None:
+    """The key offered: X-Admin-Key when it has a value, else a Bearer token ("" for another scheme or an empty
+    token, which never authenticates). An empty X-Admin-Key counts as absent, never as a key."""
+    if x_admin_key:
         return x_admin_key.strip()
     if authorization is None:
         return None

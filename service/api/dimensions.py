@@ -33,7 +33,7 @@ def create_dimension(body: DimensionCreate, session: SessionDep, runtime: Runtim
             source=dimension.source,
             exemplars=count,
         )
-    runtime.reload_router()
+    runtime.refresh_after_write(session)
     return out
 
 

@@ -65,7 +65,11 @@ def readyz(request: Request, runtime: RuntimeDep, log: DecisionLogDep) -> JSONRe
     if can_route:
         state = "ready" if all(v == "ok" for v in checks.values()) else "degraded"
     stage2 = runtime.router.state.stage2 if runtime.router.loaded else None
-    body: dict[str, object] = {"status": state, "reranker_version": stage2.version if stage2 is not None else None}
+    body: dict[str, object] = {
+        "status": state,
+        "reranker_version": stage2.version if stage2 is not None else None,
+        "generation": runtime.router.generation,  # the routing-state generation this replica serves
+    }
     if is_admin(runtime, offered_key(request)):
         warnings: list[str] = []
         if runtime.router.loaded and len(runtime.router.state.models) == 0:
@@ -76,7 +80,12 @@ def readyz(request: Request, runtime: RuntimeDep, log: DecisionLogDep) -> JSONRe
             )
         if log.last_error:
             warnings.append(f"decision log retrying ({log.pending} pending): {log.last_error.split(':')[0]}")
-        body.update(checks=checks, warnings=warnings)
+        body.update(
+            checks=checks,
+            warnings=warnings,
+            refreshes=runtime.refreshes,
+            refresh_seconds=round(runtime.refresh_seconds, 4),
+        )
     return JSONResponse(
         body,
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE if state == "not ready" else status.HTTP_200_OK,

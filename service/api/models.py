@@ -12,6 +12,7 @@ from service.api.schemas import EvaluationIn, EvaluationsIn, EvaluationsOut, Mod
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
+from service.store.generation import MODEL, bump_generation
 from service.store.orm import EvalRecord, LlmModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(503))
@@ -45,9 +46,10 @@ def register_model(body: ModelCreate, session: SessionDep, runtime: RuntimeDep) 
         model = LlmModel(**body.model_dump(exclude={"evaluations"}))
         session.add(model)
         session.flush()
+        bump_generation(session, MODEL, model_id=model.id)
         if body.evaluations:
             _write_evaluations(session, runtime, model, body.evaluations)
-    runtime.reload_router()
+    runtime.refresh_after_write(session)
     return _out(session, model)
 
 
@@ -71,7 +73,8 @@ def update_model(name: ModelPathName, body: ModelUpdate, session: SessionDep, ru
         model = _get(session, name)
         for field, value in body.model_dump(exclude_unset=True).items():
             setattr(model, field, value)
-    runtime.reload_router()
+        bump_generation(session, MODEL, model_id=model.id)
+    runtime.refresh_after_write(session)
     return _out(session, model)
 
 
@@ -83,8 +86,10 @@ def update_model(name: ModelPathName, body: ModelUpdate, session: SessionDep, ru
 )
 def delete_model(name: ModelPathName, session: SessionDep, runtime: RuntimeDep) -> Response:
     with session.begin():
-        session.delete(_get(session, name))
-    runtime.reload_router()
+        model = _get(session, name)
+        bump_generation(session, MODEL, model_id=model.id)
+        session.delete(model)
+    runtime.refresh_after_write(session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -95,5 +100,5 @@ def add_model_evaluations(
     with session.begin():
         model = _get(session, name)
         written = _write_evaluations(session, runtime, model, body.evaluations)
-    runtime.reload_router()
+    runtime.refresh_after_write(session)
     return EvaluationsOut(model=name, written=written)

@@ -27,5 +27,5 @@ def activate_checkpoint(body: ActivateIn, session: SessionDep, runtime: RuntimeD
         except NotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
         out = RerankerCheckpointOut.model_validate(checkpoint, from_attributes=True)
-    runtime.reload_router()
+    runtime.refresh_after_write(session)
     return out

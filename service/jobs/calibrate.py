@@ -23,6 +23,7 @@ from profiling.model_sat import expected_calibration_error
 from profiling.operating_points import choose_operating_points
 from service.registry.checkpoints import VALIDATION_SEED, VALIDATION_SHARE
 from service.routing.engine import RoutingEngine
+from service.store.generation import PRESETS, bump_generation
 from service.store.orm import EvalQuery, OperatingPoint, ProbabilityCalibration
 from service.store.readers import FINAL_P_CORRECT, load_records, outcome_matrix
 from service.store.vector_store import EVAL_QUERIES, VectorStore
@@ -88,6 +89,7 @@ def calibrate_presets(
 
     curve = curve_of(chooser, np.nan_to_num(known), realised_costs)
     chosen = choose_operating_points(curve)
+    bump_generation(session, PRESETS)  # every replica routes with the new presets and calibration
     session.execute(delete(OperatingPoint))
     now = datetime.now(UTC)
     for name, point in chosen.items():

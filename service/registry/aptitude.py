@@ -15,6 +15,7 @@ from profiling.embedding_cache import CachedEmbedder
 from service.errors import NotFoundError
 from service.registry.catalog import EvaluationInput, add_evaluations
 from service.settings import Settings
+from service.store.generation import APTITUDE, bump_generation
 from service.store.orm import AptitudeItem, AptitudeResult, AptitudeTask, AptitudeTest, EvalQuery, EvalRecord, LlmModel
 from service.store.readers import evaluation_matrix
 from service.store.upsert import upsert
@@ -53,6 +54,7 @@ def build_test(session: Session, store: VectorStore, gradable_only: bool = False
     session.add(test)
     session.flush()
     refresh_results(session, test)
+    bump_generation(session, APTITUDE)
     return test
 
 
@@ -116,4 +118,5 @@ def record_answers(
     ]
     written = add_evaluations(session, store, embedder, settings, model, inputs, source="aptitude")
     refresh_results(session, test, [model.id])
+    bump_generation(session, APTITUDE, model_id=model.id)
     return written

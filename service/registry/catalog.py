@@ -22,6 +22,7 @@ from profiling.query_profile import CAPABILITY, DOMAIN
 from service.errors import ConflictError, NotFoundError
 from service.registry.profiles import RecordChange, apply_record_changes, refresh_model_stats, store_query_profiles
 from service.settings import Settings
+from service.store.generation import DIMENSION, EVALUATIONS, bump_generation
 from service.store.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel
 from service.store.readers import load_profiler
 from service.store.upsert import upsert
@@ -52,6 +53,7 @@ def write_exemplars(
         vectors,
         [{"dimension_id": dimension.id, "dimension": dimension.name, "kind": dimension.kind} for _ in rows],
     )
+    bump_generation(session, DIMENSION, dimension_id=dimension.id)
     return len(rows)
 
 
@@ -86,7 +88,8 @@ def add_dimension(
     dimension = Dimension(kind=kind, name=name, description=description, source="api")
     session.add(dimension)
     session.flush()
-    write_exemplars(session, store, embedder, dimension, exemplars)
+    if not write_exemplars(session, store, embedder, dimension, exemplars):
+        bump_generation(session, DIMENSION, dimension_id=dimension.id)  # a column without exemplars yet
     return dimension
 
 
@@ -187,4 +190,5 @@ def add_evaluations(
     ]
     apply_record_changes(session, model.id, changes)
     refresh_model_stats(session, [model.id])
+    bump_generation(session, EVALUATIONS, model_id=model.id)  # every record writer (API, aptitude, feedback)
     return len(latest)

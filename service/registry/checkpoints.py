@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from profiling.evaluation import is_test
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
 from service.errors import NotFoundError
 from service.settings import Settings
+from service.store.generation import RERANKER, bump_generation
 from service.store.orm import AptitudeTest, EvalQuery, RerankerCheckpoint
 from service.store.readers import EvaluationMatrix, current_test, evaluation_matrix, get_checkpoint
 from service.store.vector_store import VectorStore
@@ -91,6 +93,7 @@ def train_checkpoint(
     checkpoint = RerankerCheckpoint(
         version=version,
         path=str(path),
+        weights=path.read_bytes(),  # in the database too: replicas without this disk load it from there
         aptitude_test_id=test.id,
         data_fingerprint=data.fingerprint,
         metrics=metrics,
@@ -104,10 +107,11 @@ def train_checkpoint(
 
 def activate(session: Session, version: int) -> RerankerCheckpoint:
     checkpoint = get_checkpoint(session, version)
-    if not Path(checkpoint.path).exists():
+    if checkpoint.weights is None and not Path(checkpoint.path).exists():
         raise NotFoundError(f"version: the weights of v{version} are missing at {checkpoint.path}")
     session.execute(update(RerankerCheckpoint).values(active=RerankerCheckpoint.version == version))
     session.refresh(checkpoint)
+    bump_generation(session, RERANKER)
     return checkpoint
 
 
@@ -117,7 +121,11 @@ def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings
     test = session.get(AptitudeTest, checkpoint.aptitude_test_id)
     assert test is not None
     data = training_data(session, store, test)
-    sat = ModelSat.load(Path(checkpoint.path), settings.device)
+    sat = (
+        ModelSat.load(io.BytesIO(checkpoint.weights), settings.device)
+        if checkpoint.weights is not None
+        else ModelSat.load(Path(checkpoint.path), settings.device)
+    )
     rows = data.validation_rows
     p = sat.predict(data.matrix.vectors[rows], sat.embed_models(aptitude_vectors(data.item_outcomes)))
     outcomes = data.matrix.outcomes[rows]

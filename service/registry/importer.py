@@ -19,6 +19,7 @@ from profiling.labels import readable_label
 from service.registry.catalog import ensure_seed_dimensions, write_exemplars
 from service.registry.profiles import rebuild_profiles
 from service.settings import Settings
+from service.store.generation import FULL, bump_generation
 from service.store.orm import Dimension, EvalQuery, EvalRecord, LlmModel
 from service.store.upsert import upsert
 from service.store.vector_store import EVAL_QUERIES, VectorStore
@@ -216,5 +217,6 @@ def import_families(
         report.outcomes += len(family.outcomes)
         report.missing_scores += family.missing_scores
     rebuild_profiles(session, store, settings)
+    bump_generation(session, FULL)
     report.seconds_writing = time.perf_counter() - started
     return report

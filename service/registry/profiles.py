@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from profiling.model_profile import accumulate, record_values
 from profiling.query_profile import QueryProfiler
 from service.settings import Settings
+from service.store.generation import FULL, bump_generation
 from service.store.orm import EvalQueryDimension, EvalRecord, LlmModel, ProfileScore
 from service.store.readers import load_profiler, load_records
 from service.store.upsert import upsert
@@ -98,6 +99,7 @@ def rebuild_profiles(session: Session, store: VectorStore, settings: Settings) -
         keys=("model_id", "dimension_id"),
     )
     refresh_model_stats(session)
+    bump_generation(session, FULL)
     return RebuildStats(queries=len(index), records=int(found.sum()), profile_cells=len(m))
 
 

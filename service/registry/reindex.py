@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
+from service.store.generation import FULL, bump_generation
 from service.store.orm import Dimension, EvalQuery, Exemplar, Feedback
 from service.store.vector_store import EVAL_QUERIES, EXEMPLARS, VectorStore
 
@@ -54,4 +55,62 @@ def reindex_all(session: Session, store: VectorStore, embedder: CachedEmbedder, 
         store, embedder, EVAL_QUERIES, queries, lambda r: {"benchmark": r[2], "domain": r[3], "subject": r[4]}, batch
     )
     embedder.save()
+    bump_generation(session, FULL)  # replicas re-read the rebuilt collections
     return {"exemplars": len(exemplars), "eval_queries": len(queries)}
+
+
+def _same_count(session: Session, table: type[Exemplar] | type[EvalQuery], known: Collection[int] | None) -> bool:
+    """Equal counts: nothing new to look for (the service adds these rows, it never deletes them one by one)."""
+    return known is not None and session.scalar(select(func.count()).select_from(table)) == len(known)
+
+
+def reconcile(
+    session: Session,
+    store: VectorStore,
+    embedder: CachedEmbedder,
+    known_exemplars: Collection[int] | None = None,
+    known_queries: Collection[int] | None = None,
+    collections: Collection[str] = (EXEMPLARS, EVAL_QUERIES),
+    batch: int = 1024,
+) -> dict[str, int]:
+    """Embeds and upserts the points a replica's own (embedded) Qdrant lacks: rows another replica wrote.
+
+    `known_*` are ids the caller already holds (its routing snapshot); None asks Qdrant for every id. Only
+    rows not known are looked up, so a refresh after a few writes costs a few lookups. Returns points added.
+    """
+    added = {EXEMPLARS: 0, EVAL_QUERIES: 0}
+    if EXEMPLARS in collections and not _same_count(session, Exemplar, known_exemplars):
+        ids = set(session.scalars(select(Exemplar.id)))
+        candidates = ids - set(known_exemplars if known_exemplars is not None else store.ids(EXEMPLARS))
+        missing = sorted(candidates - store.existing(EXEMPLARS, sorted(candidates))) if candidates else []
+        for start in range(0, len(missing), batch):
+            rows = session.execute(
+                select(Exemplar.id, Exemplar.text, Dimension.id, Dimension.name, Dimension.kind)
+                .join(Dimension)
+                .where(Exemplar.id.in_(missing[start : start + batch]))
+            ).all()
+            store.upsert(
+                EXEMPLARS,
+                [r[0] for r in rows],
+                embedder.embed([r[1] for r in rows]),
+                [{"dimension_id": r[2], "dimension": r[3], "kind": r[4]} for r in rows],
+            )
+            added[EXEMPLARS] += len(rows)
+    if EVAL_QUERIES in collections and not _same_count(session, EvalQuery, known_queries):
+        ids = set(session.scalars(select(EvalQuery.id)))
+        candidates = ids - set(known_queries if known_queries is not None else store.ids(EVAL_QUERIES))
+        missing = sorted(candidates - store.existing(EVAL_QUERIES, sorted(candidates))) if candidates else []
+        for start in range(0, len(missing), batch):
+            queries = session.execute(
+                select(EvalQuery.id, EvalQuery.text, EvalQuery.benchmark, EvalQuery.domain, EvalQuery.subject).where(
+                    EvalQuery.id.in_(missing[start : start + batch])
+                )
+            ).all()
+            store.upsert(
+                EVAL_QUERIES,
+                [r[0] for r in queries],
+                embedder.embed([r[1] for r in queries]),
+                [{"benchmark": r[2], "domain": r[3], "subject": r[4]} for r in queries],
+            )
+            added[EVAL_QUERIES] += len(queries)
+    return added

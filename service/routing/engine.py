@@ -30,8 +30,9 @@ from profiling.scoring import (
     utility,
 )
 from service.routing.stage2 import Stage2, load_stage2
-from service.routing.state import RouterState, load_state
+from service.routing.state import RouterState, load_state, refresh_state
 from service.settings import Settings
+from service.store.generation import DIMENSION, EVALUATIONS, PRESETS, Change
 from service.store.vector_store import VectorStore
 
 
@@ -103,10 +104,38 @@ class RoutingEngine:
     def loaded(self) -> bool:
         return self._state is not None
 
-    def reload(self, session: Session, store: VectorStore) -> RouterState:
+    def reload(self, session: Session, store: VectorStore, generation: int = 0) -> RouterState:
         with self._reload_lock:
-            state = load_state(session, store, self.settings)
+            state = load_state(session, store, self.settings, generation)
             stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
+            self._state = replace(state, stage2=stage2)
+            return self._state
+
+    @property
+    def generation(self) -> int | None:
+        """The routing-state generation being served (None before the first load)."""
+        return self._state.generation if self._state is not None else None
+
+    def refresh(
+        self, session: Session, store: VectorStore, generation: int, changes: Sequence[Change] | None
+    ) -> RouterState:
+        """Applies the changes up to `generation` (None: unknown, reload in full), then swaps the new state in.
+
+        Requests keep the state they started with; the swap is one attribute assignment.
+        """
+        with self._reload_lock:
+            old = self._state
+            if old is None or changes is None:
+                state = load_state(session, store, self.settings, generation)
+            elif old.generation >= generation:
+                return old
+            else:
+                state = refresh_state(session, store, self.settings, old, changes, generation)
+            same_models = old is not None and np.array_equal(old.model_ids, state.model_ids)
+            if changes is not None and same_models and {c.kind for c in changes} <= {EVALUATIONS, DIMENSION, PRESETS}:
+                stage2 = old.stage2 if old is not None else None  # aptitude and checkpoint untouched
+            else:
+                stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
             self._state = replace(state, stage2=stage2)
             return self._state
 
@@ -117,9 +146,10 @@ class RoutingEngine:
         row: int,
         opts: RouteOptions,
         mask: npt.NDArray[np.bool_],
+        state: RouterState,
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], dict[int, float]]:
         """Re-rank this query's stage-1 top-K with Model-SAT: (P(correct), re-ranked mask, scorer's P by column)."""
-        stage2 = self.state.stage2
+        stage2 = state.stage2
         p_stage1 = est.p_correct[row : row + 1]
         if stage2 is None:
             return p_stage1, np.zeros_like(mask), {}
@@ -145,13 +175,14 @@ class RoutingEngine:
         vectors: npt.NDArray[np.float32],
         chars: npt.NDArray[np.float64],
         own_rows: npt.NDArray[np.int64] | None = None,
+        state: RouterState | None = None,
     ) -> Estimates:
         """P(correct) and cost for every (query, model) pair, as matrix arithmetic.
 
         own_rows: for evaluated queries (calibration), each query's own row in the outcome table, left out of its
-        neighbours so that its outcome does not vote for itself.
+        neighbours so that its outcome does not vote for itself. state: the snapshot to use (default: the live one).
         """
-        state = self.state
+        state = state or self.state
         profiler = state.profiler
         weights, votes, nearest = profiler.profile_vectors(vectors)
         masks = [profiler.catalog.kind_masks[k] for k in KINDS]
@@ -172,16 +203,16 @@ class RoutingEngine:
     def decide(
         self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64], options: Sequence[RouteOptions]
     ) -> list[Decision]:
-        state = self.state
+        state = self.state  # one snapshot for the whole batch: a refresh may swap in another meanwhile
         if len(state.models) == 0:
             raise NoModelsError("no active model is registered")
-        est = self.estimate(vectors, chars)
+        est = self.estimate(vectors, chars, state=state)
         best_average = int(np.nanargmax(state.means)) if np.isfinite(state.means).any() else None
         decisions = []
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
             mask = allowed(state.models, opts.constraints, est.costs[one])
-            p_blended, _, p_sat = self._stage2(est, vectors, row, opts, mask)
+            p_blended, _, p_sat = self._stage2(est, vectors, row, opts, mask, state)
             p_final = calibrate(p_blended, state.p_calibration)
             ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
@@ -194,7 +225,7 @@ class RoutingEngine:
                     profile=profile,
                     cost_weight=opts.cost_weight,
                     contributions=self._explain(
-                        est, row, [a.model for a in ranked], opts.cost_weight, p_sat, (p_final - p_blended)[0]
+                        est, row, [a.model for a in ranked], opts.cost_weight, p_sat, (p_final - p_blended)[0], state
                     )
                     if opts.explain
                     else None,
@@ -215,8 +246,8 @@ class RoutingEngine:
         cost_weight: float,
         p_sat: dict[int, float],
         calibration: npt.NDArray[np.float64],
+        state: RouterState,
     ) -> dict[str, Contribution]:
-        state = self.state
         catalog = state.profiler.catalog
         kinds_present = max(1, sum(int(est.weights[row][catalog.kind_masks[k]].sum() > 0) for k in KINDS))
         column = {name: i for i, name in enumerate(state.models.names)}

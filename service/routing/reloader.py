@@ -1,7 +1,7 @@
-"""Coalesced reloads of the routing state: feedback arriving while a reload runs shares the next one.
+"""Coalesced refreshes of the routing state: feedback arriving while a refresh runs shares the next one.
 
-A reload re-reads every record and vector (0.4-1.3 s on the demo data on a busy 2-core machine), so one reload per
-feedback, waited for in the request, would cap feedback at a few per second and hold a worker thread each. Each caller
+Even an incremental refresh (one model's records) costs tens of milliseconds, so one per feedback, waited for in
+the request, would cap feedback and hold a worker thread each. Each caller
 gets a ticket (and may wait for a reload that started after its write); callers that arrive meanwhile are served by
 that same next reload.
 """

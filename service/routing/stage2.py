@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,20 @@ class Stage2:
 def load_stage2(
     session: Session, settings: Settings, model_ids: npt.NDArray[np.int64], cache: dict[int, ModelSat]
 ) -> Stage2 | None:
-    """The active checkpoint ready to score; None (stage 1 only) when none is active or its file is gone."""
+    """The active checkpoint ready to score; None (stage 1 only) when none is active or its weights are gone.
+
+    Weights come from the database (every replica reaches it), else from the file where training wrote them.
+    """
     checkpoint = active_checkpoint(session)
-    if checkpoint is None or not Path(checkpoint.path).exists():
+    if checkpoint is None:
         return None
     if checkpoint.version not in cache:
+        weights = checkpoint.weights
+        if weights is None and not Path(checkpoint.path).exists():
+            return None
         cache.clear()
-        cache[checkpoint.version] = ModelSat.load(Path(checkpoint.path), settings.device)
+        source = io.BytesIO(weights) if weights is not None else Path(checkpoint.path)
+        cache[checkpoint.version] = ModelSat.load(source, settings.device)
     scorer = cache[checkpoint.version]
     test = session.get(AptitudeTest, checkpoint.aptitude_test_id)
     assert test is not None

@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -276,6 +277,8 @@ class RerankerCheckpoint(TimestampMixin, Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
     config: Mapped[dict[str, Any]] = mapped_column(JsonType)
     active: Mapped[bool] = mapped_column(default=False)
+    # Scale-out: the weights themselves, so every replica loads the active checkpoint without a shared disk.
+    weights: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class OperatingPoint(Base):
@@ -348,3 +351,27 @@ class Feedback(Base):
     eval_query_id: Mapped[int | None] = mapped_column(ForeignKey("eval_queries.id", ondelete="SET NULL"))
     # The evaluation query's vector: Qdrant is rebuilt from Postgres and the text may not be stored.
     query_vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Scale-out (issue 13): the routing-state generation every write bumps, and the change events behind it.
+
+
+class RoutingGeneration(Base):
+    """One row: the generation of the routing state; replicas refresh when it moves."""
+
+    __tablename__ = "routing_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class RoutingChange(Base):
+    """What one generation changed (kind plus the model or dimension), so replicas refresh only that part."""
+
+    __tablename__ = "routing_changes"
+
+    generation: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(30))
+    model_id: Mapped[int | None] = mapped_column(Integer)
+    dimension_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -60,24 +60,39 @@ def searchable(
     return index
 
 
-def load_profiler(session: Session, store: VectorStore, settings: Settings) -> QueryProfiler:
-    """Dimension catalog plus exemplar vectors (points of deleted dimensions are ignored)."""
+def load_catalog(session: Session) -> DimensionCatalog:
     dims = session.execute(
         select(Dimension.id, Dimension.name, Dimension.kind, Dimension.catch_all).order_by(Dimension.id)
     ).all()
-    catalog = DimensionCatalog(
+    return DimensionCatalog(
         tuple(d.id for d in dims),
         tuple(d.name for d in dims),
         tuple(d.kind for d in dims),
         tuple(bool(d.catch_all) for d in dims),
     )
+
+
+def exemplar_points(store: VectorStore) -> tuple[VectorIndex, npt.NDArray[np.int64]]:
+    """Every exemplar point and the dimension id each belongs to (-1 when its payload has none)."""
     index, payloads = store.snapshot(EXEMPLARS)
-    kind_of = {d.id: d.kind for d in dims}
+    dims = np.array([int(payloads[int(i)].get("dimension_id", -1)) for i in index.ids], np.int64)
+    return index, dims
+
+
+def build_profiler(
+    catalog: DimensionCatalog,
+    points: VectorIndex,
+    point_dims: npt.NDArray[np.int64],
+    store: VectorStore,
+    settings: Settings,
+) -> QueryProfiler:
+    """A profiler from exemplar points already in memory (points of deleted dimensions are ignored)."""
+    kind_of = dict(zip(catalog.ids, catalog.kinds, strict=True))
     exemplars = {}
     for kind in KINDS:
-        keep = np.array([kind_of.get(payloads[int(i)].get("dimension_id")) == kind for i in index.ids], dtype=bool)
-        part = VectorIndex(index.ids[keep], index.vectors[keep])
-        columns = np.array([catalog.column(payloads[int(i)]["dimension_id"]) for i in part.ids], dtype=np.int64)
+        keep = np.array([kind_of.get(int(d)) == kind for d in point_dims], dtype=bool)
+        part = VectorIndex(points.ids[keep], points.vectors[keep])
+        columns = np.array([catalog.column(int(d)) for d in point_dims[keep]], dtype=np.int64)
         searcher = searchable(settings, store, EXEMPLARS, part, {"kind": kind})
         exemplars[kind] = ExemplarSet(searcher, columns)  # type: ignore[arg-type]
     return QueryProfiler(
@@ -90,6 +105,12 @@ def load_profiler(session: Session, store: VectorStore, settings: Settings) -> Q
     )
 
 
+def load_profiler(session: Session, store: VectorStore, settings: Settings) -> QueryProfiler:
+    """Dimension catalog plus exemplar vectors (points of deleted dimensions are ignored)."""
+    points, point_dims = exemplar_points(store)
+    return build_profiler(load_catalog(session), points, point_dims, store, settings)
+
+
 @dataclass(frozen=True)
 class RecordArrays:
     model_id: npt.NDArray[np.int64]
@@ -98,10 +119,14 @@ class RecordArrays:
     cost: npt.NDArray[np.float64]
 
 
-def load_records(session: Session, sources: Sequence[str] | None = None) -> RecordArrays:
+def load_records(
+    session: Session, sources: Sequence[str] | None = None, model_ids: Sequence[int] | None = None
+) -> RecordArrays:
     stmt = select(EvalRecord.model_id, EvalRecord.query_id, EvalRecord.score, EvalRecord.cost_usd)
     if sources is not None:
         stmt = stmt.where(EvalRecord.source.in_(list(sources)))
+    if model_ids is not None:
+        stmt = stmt.where(EvalRecord.model_id.in_([int(m) for m in model_ids]))
     rows = session.execute(stmt).all()
     if not rows:
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
@@ -164,12 +189,12 @@ def aptitude_matrix(session: Session, test: AptitudeTest, model_ids: Sequence[in
     column = {task.id: c for c, task in enumerate(test.tasks)}
     row = {m: r for r, m in enumerate(model_ids)}
     matrix = np.full((len(model_ids), len(test.tasks)), np.nan)
-    for result in session.scalars(
-        select(AptitudeResult).where(
+    for model_id, task_id, accuracy in session.execute(
+        select(AptitudeResult.model_id, AptitudeResult.task_id, AptitudeResult.accuracy).where(
             AptitudeResult.task_id.in_(list(column)), AptitudeResult.model_id.in_(list(model_ids))
         )
     ):
-        matrix[row[result.model_id], column[result.task_id]] = result.accuracy
+        matrix[row[model_id], column[task_id]] = accuracy
     return matrix
 
 

@@ -147,6 +147,48 @@ class VectorStore:
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return VectorIndex(np.asarray(ids, np.int64), vectors), payloads
 
+    def retrieve(self, collection: str, ids: Sequence[int]) -> tuple[VectorIndex, dict[int, dict[str, Any]]]:
+        """The given points that exist (vectors and payloads), in ascending id order: incremental refreshes."""
+        self.ensure(collection)
+        found: dict[int, tuple[list[float], dict[str, Any]]] = {}
+        wanted = sorted({int(i) for i in ids})
+        for start in range(0, len(wanted), 1024):
+            for point in self.client.retrieve(
+                self._name(collection), ids=wanted[start : start + 1024], with_vectors=True, with_payload=True
+            ):
+                found[int(point.id)] = (point.vector, dict(point.payload or {}))  # type: ignore[assignment]
+        if not found:
+            return VectorIndex.empty(self.dimension), {}
+        order = sorted(found)
+        vectors = np.asarray([found[i][0] for i in order], dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return VectorIndex(np.asarray(order, np.int64), vectors), {i: found[i][1] for i in order}
+
+    def existing(self, collection: str, ids: Sequence[int]) -> set[int]:
+        """Which of these point ids the collection holds."""
+        self.ensure(collection)
+        wanted = sorted({int(i) for i in ids})
+        found: set[int] = set()
+        for start in range(0, len(wanted), 4096):
+            points = self.client.retrieve(
+                self._name(collection), ids=wanted[start : start + 4096], with_vectors=False, with_payload=False
+            )
+            found.update(int(p.id) for p in points)
+        return found
+
+    def ids(self, collection: str, batch_size: int = 8192) -> set[int]:
+        """Every point id of a collection, without vectors (to find what a local copy is missing)."""
+        self.ensure(collection)
+        found: set[int] = set()
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self._name(collection), limit=batch_size, offset=offset, with_vectors=False, with_payload=False
+            )
+            found.update(int(p.id) for p in points)
+            if offset is None:
+                return found
+
     def ping(self) -> None:
         """Raises when the store cannot answer."""
         self.client.get_collections()
