@@ -144,7 +144,7 @@ def test_readyz_stays_ready_while_routing_answers_with_the_database_down(
         database.is_up = False
         ready = client.get("/readyz")
         assert ready.status_code == 200, "a database blip must not pull the replica from the load balancer"
-        assert ready.json() == {"status": "degraded", "reranker_version": None}, "no details without the key"
+        assert _public(ready.json()) == {"status": "degraded", "reranker_version": None}, "no details without the key"
         assert client.post("/v1/route", json={"query": "Reverse a list in Python."}).status_code == 200
         assert client.get("/v1/models").status_code == 503
 
@@ -155,7 +155,7 @@ def test_readyz_stays_ready_while_routing_answers_with_the_database_down(
         assert "127.0.0.1" not in str(detailed) and "nowhere" not in str(detailed), "no raw driver text"
 
         database.is_up = True
-        assert client.get("/readyz").json() == {"status": "ready", "reranker_version": None}
+        assert _public(client.get("/readyz").json()) == {"status": "ready", "reranker_version": None}
         assert client.get("/healthz").json() == {"status": "ok"}
 
 
