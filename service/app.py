@@ -14,6 +14,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from service.api import aptitude, dimensions, health, models, reranker, routing
+from service.api.limits import BodyLimit, RateLimit
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
 from service.routing.decision_log import DecisionLog
@@ -84,7 +85,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         runtime.sessions, runtime.settings.decision_flush_interval_s, on_drop=metrics.decisions_dropped.inc
     )
     batcher = MicroBatcher(
-        runtime.embedder.embed_uncached, runtime.settings.microbatch_window_ms, runtime.settings.microbatch_max
+        runtime.embedder.embed_uncached,
+        runtime.settings.microbatch_window_ms,
+        runtime.settings.microbatch_max,
+        runtime.settings.embed_max_tokens,
     )
 
     @asynccontextmanager
@@ -127,4 +131,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
     for module in (health, models, dimensions, routing, aptitude, reranker):
         app.include_router(module.router)
+    # Limits (issue 10): the body cap, then (outermost, cheapest) the per-caller rate limit.
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(RateLimit, rate=runtime.settings.rate_limit_per_s, burst=runtime.settings.rate_limit_burst)
     return app

@@ -166,6 +166,9 @@ class RouteResponse(BaseModel):
     contributions: dict[str, ContributionOut] | None = None
     reranker_version: int | None = Field(default=None, description="the Model-SAT checkpoint that re-ranked, if any")
     latency_ms: float
+    truncated: list[str] = Field(
+        default_factory=list, description="fields cut to CAPPROF_MAX_TEXT_CHARS before embedding (text_overflow)"
+    )
 
 
 class BatchRouteResponse(BaseModel):
