@@ -18,6 +18,7 @@ from profiling.embedding_cache import CachedEmbedder
 from service.registry.catalog import ensure_capabilities, write_exemplars
 from service.registry.profiles import rebuild_profiles
 from service.settings import Settings
+from service.store import vector_journal
 from service.store.orm import Dimension, EvalQuery, EvalRecord, LlmModel
 from service.store.upsert import upsert
 from service.store.vector_store import EVAL_QUERIES, VectorStore
@@ -119,6 +120,7 @@ def _write_family(
         update=("score", "cost_usd", "output_tokens"),
     )
     ids = [query_id[(benchmark_of[q.query_id], q.query_id)] for q in family.queries]
+    vector_journal.record(session, store, EVAL_QUERIES, ids)  # undone if the import does not commit
     store.upsert(
         EVAL_QUERIES,
         ids,
