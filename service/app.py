@@ -17,6 +17,7 @@ from service.api import aptitude, dimensions, health, models, reranker, routing
 from service.api.limits import BodyLimit, RateLimit
 from service.metrics import Metrics
 from service.registry.catalog import ensure_capabilities
+from service.registry.reindex import reconcile
 from service.routing.decision_log import DecisionLog
 from service.routing.microbatch import MicroBatcher
 from service.runtime import Runtime
@@ -97,6 +98,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         try:
             with runtime.transaction() as session:
                 ensure_capabilities(session, runtime.store, runtime.embedder)
+            if not runtime.settings.qdrant_url:  # issue 10: an embedded Qdrant left behind by a crash is reconciled
+                with runtime.sessions() as session:
+                    fixed = reconcile(session, runtime.store, runtime.embedder)
+                if any(fixed.values()):
+                    logger.warning("vector store reconciled with the database: %s", fixed)
             runtime.reload_router()
         except (SQLAlchemyError, ResponseHandlingException, UnexpectedResponse) as exc:
             logger.error(
