@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         runtime.settings.microbatch_window_ms,
         runtime.settings.microbatch_max,
         runtime.settings.embed_max_tokens,
+        runtime.settings.embed_bulk_max_tokens,
     )
 
     @asynccontextmanager

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
         default="truncate", description="a longer text is cut (the response lists it in `truncated`) or refused (422)"
     )
     max_batch_texts: int = Field(default=512, ge=1, description="most texts (queries + messages) in one route batch")
-    embed_max_tokens: int = Field(
-        default=4096, ge=256, description="padded tokens per embedding call: bounds how long a short query waits"
+    embed_max_tokens: int = Field(default=4096, ge=256, description="padded tokens per interactive embedding call")
+    embed_bulk_max_tokens: int = Field(
+        default=1024, ge=256, description="padded tokens per call of a route batch: bounds how long a short query waits"
     )
     rate_limit_per_s: float = Field(default=50.0, ge=0, description="requests per second per caller (0: no limit)")
     rate_limit_burst: int = Field(default=100, ge=1, description="requests a caller may send at once")

@@ -201,7 +201,7 @@ def test_a_short_query_does_not_wait_for_a_whole_bulk_batch() -> None:
         return np.ones((len(texts), 4), np.float32) * np.array([[len(t)] for t in texts], np.float32)
 
     async def scenario() -> tuple[Vectors, Vectors]:
-        batcher = MicroBatcher(embed, window_ms=0, max_texts=64, max_tokens=1024)
+        batcher = MicroBatcher(embed, window_ms=0, max_texts=64, max_tokens=4096, bulk_max_tokens=1024)
         await batcher.start()
         bulk_texts = [f"long text {i} " + "z" * (400 + i) for i in range(40)]  # ~140+ tokens each: 7 per call
         bulk = asyncio.create_task(batcher.embed(bulk_texts, bulk=True))

@@ -1,9 +1,10 @@
 """Shares embedding calls between concurrent requests, short ones first, each call capped by padded tokens.
 
 Two lanes: interactive requests (`/v1/route`) and bulk work (`/v1/route/batch`). Every request is cut into
-length-sorted pieces whose padded size (texts x longest text) stays within `max_tokens`, so no single call holds the
+length-sorted pieces whose padded size (texts x longest text) stays within a token cap, so no single call holds the
 model for long; between calls the worker always serves waiting interactive pieces before the next bulk piece. A
-short query therefore waits at most one capped call, however large a batch is running.
+short query therefore waits at most one bulk piece (`bulk_max_tokens`, small), however large a batch is running,
+while interactive calls may be larger (`max_tokens`) for throughput under many clients.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ class _Piece:
 class MicroBatcher:
     """Requests that arrive while an embedding runs share the next call; `window_ms` can wait for more."""
 
-    def __init__(self, embed: EmbedFn, window_ms: float, max_texts: int, max_tokens: int = 4096) -> None:
+    def __init__(
+        self, embed: EmbedFn, window_ms: float, max_texts: int, max_tokens: int = 4096, bulk_max_tokens: int = 1024
+    ) -> None:
         self._embed = embed
         self._window = window_ms / 1000.0
         self._max_texts = max_texts
         self._max_tokens = max_tokens
+        self._bulk_max_tokens = min(bulk_max_tokens, max_tokens)
         self._interactive: deque[_Piece] = deque()
         self._bulk: deque[_Piece] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -63,7 +67,7 @@ class MicroBatcher:
         if self._wakeup is None or not texts:
             return await asyncio.to_thread(self._embed, texts)
         loop = asyncio.get_running_loop()
-        plan = plan_batches(texts, self._max_tokens, self._max_texts)
+        plan = plan_batches(texts, self._bulk_max_tokens if bulk else self._max_tokens, self._max_texts)
         pieces = [_Piece([texts[i] for i in group], loop.create_future()) for group in plan]
         (self._bulk if bulk else self._interactive).extend(pieces)
         self._wakeup.set()
