@@ -158,7 +158,8 @@ def _optional_float(path: Path, line: int, column: str, value: str, most: float 
     if not math.isfinite(number) or number < 0:
         raise DatasetError(path, line, column, f"must be a finite number >= 0, got {value!r}")
     if most is not None and number > most:
-        raise DatasetError(path, line, column, f"must be at most {most:g}, got {value!r}")
+        shown = f"{most:.0f}" if most == int(most) else f"{most:g}"
+        raise DatasetError(path, line, column, f"must be at most {shown}, got {value!r}")
     return number
 
 
