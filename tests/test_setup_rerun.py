@@ -106,7 +106,9 @@ def _models(family: Path) -> list[str]:
 
 
 def test_make_run_skips_every_step_already_done() -> None:
-    script = (Path(__file__).resolve().parents[1] / "scripts" / "run.sh").read_text()
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    assert '[ "$(cat "$stamp" 2>/dev/null)" = "$want" ]' in (scripts / "setup.sh").read_text()  # pip skipped
+    script = (scripts / "run.sh").read_text()
     assert "capprof import data --if-changed" in script
     assert "aptitude build --if-missing" in script
     assert "reranker train --activate --if-missing" in script
