@@ -18,6 +18,15 @@ FILES = ("queries.csv.gz", "outcomes.csv.gz", "models.csv")
 
 csv.field_size_limit(16 * 1024 * 1024)
 
+# What the database accepts, checked here so a bad value is refused with its file, line and column instead of
+# failing inside the database's bulk write (issue 10): lengths of the String columns, a 32-bit INTEGER for tokens,
+# and bounds that keep sums and averages of costs finite.
+MAX_LENGTHS = {"model": 200, "query_id": 200, "benchmark": 100, "domain": 200, "subject": 200, "price_basis": 100}
+MAX_TOKENS = 2**31 - 1
+MAX_PRICE_USD_PER_MTOK = 10_000.0
+MAX_COST_USD = 1_000.0
+_BAD_TEXT = re.compile("[\udc80-\udcff\x00]")
+
 
 class DatasetError(ValueError):
     """A bad data file, with the place that is wrong."""
@@ -90,9 +99,23 @@ def find_families(path: Path) -> list[Path]:
 def _open_text(path: Path) -> io.TextIOBase:
     if not path.exists():
         raise DatasetError(path, None, None, "file not found")
+    # surrogateescape: a byte that is not UTF-8 is kept (as a lone surrogate) and reported by _check_text with the
+    # line of the record that holds it; a strict decoder fails on whole read-ahead chunks, naming the wrong line.
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115
+
+
+def _check_text(path: Path, line: int, column: str | None, value: str) -> None:
+    """Refuse bytes that are not UTF-8 and NUL characters (no database stores them in text)."""
+    found = _BAD_TEXT.search(value)
+    if found is None:
+        return
+    position, char = found.start(), found.group()
+    if char == "\x00":
+        raise DatasetError(path, line, column, f"NUL character at character {position + 1}")
+    byte = ord(char) - 0xDC00
+    raise DatasetError(path, line, column, f"not valid UTF-8: byte 0x{byte:02x} at character {position + 1}")
 
 
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -105,6 +128,8 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             raise DatasetError(path, 1, None, f"unreadable: {exc}") from exc
         if not header:
             raise DatasetError(path, 1, None, "empty file (no header row)")
+        for name in header:
+            _check_text(path, 1, None, name)
         for column in required:
             if column not in header:
                 raise DatasetError(path, 1, column, f"missing column (header has: {', '.join(header)})")
@@ -114,6 +139,11 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             for row in reader:
                 if None in row or any(row[c] is None for c in required):
                     raise DatasetError(path, start, None, "wrong number of fields")
+                for column, value in row.items():
+                    _check_text(path, start, column, value)
+                    limit = MAX_LENGTHS.get(column)
+                    if limit is not None and len(value.strip()) > limit:
+                        raise DatasetError(path, start, column, f"longer than {limit} characters ({len(value)})")
                 yield start, row
                 count += 1
                 start = reader.line_num + 1
@@ -123,7 +153,7 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
             raise DatasetError(path, 2, None, "empty file (header but no rows)")
 
 
-def _optional_float(path: Path, line: int, column: str, value: str) -> float | None:
+def _optional_float(path: Path, line: int, column: str, value: str, most: float | None = None) -> float | None:
     if value.strip() == "":
         return None
     try:
@@ -132,6 +162,9 @@ def _optional_float(path: Path, line: int, column: str, value: str) -> float | N
         raise DatasetError(path, line, column, f"not a number: {value!r}") from None
     if not math.isfinite(number) or number < 0:
         raise DatasetError(path, line, column, f"must be a finite number >= 0, got {value!r}")
+    if most is not None and number > most:
+        shown = f"{most:.0f}" if most == int(most) else f"{most:g}"
+        raise DatasetError(path, line, column, f"must be at most {shown}, got {value!r}")
     return number
 
 
@@ -159,8 +192,12 @@ def read_models(path: Path) -> list[ModelRow]:
             raise DatasetError(path, line, "model", f"duplicate model {name!r}")
         models[name] = ModelRow(
             name=name,
-            input_usd_per_mtok=_optional_float(path, line, "input_usd_per_mtok", row["input_usd_per_mtok"]),
-            output_usd_per_mtok=_optional_float(path, line, "output_usd_per_mtok", row["output_usd_per_mtok"]),
+            input_usd_per_mtok=_optional_float(
+                path, line, "input_usd_per_mtok", row["input_usd_per_mtok"], MAX_PRICE_USD_PER_MTOK
+            ),
+            output_usd_per_mtok=_optional_float(
+                path, line, "output_usd_per_mtok", row["output_usd_per_mtok"], MAX_PRICE_USD_PER_MTOK
+            ),
             price_basis=(row.get("price_basis") or None),
             source=(row.get("source") or None),
             provider=((row.get("provider") or "").strip() or None),
@@ -210,13 +247,13 @@ def read_outcomes(path: Path, known_models: set[str], known_queries: set[str]) -
             continue
         if score > 1:
             raise DatasetError(path, line, "score", f"must be between 0 and 1, got {row['score']!r}")
-        tokens = _optional_float(path, line, "output_tokens", row["output_tokens"])
+        tokens = _optional_float(path, line, "output_tokens", row["output_tokens"], MAX_TOKENS)
         outcomes.append(
             OutcomeRow(
                 query_id=query_id,
                 model=model,
                 score=score,
-                cost_usd=_optional_float(path, line, "cost_usd", row["cost_usd"]),
+                cost_usd=_optional_float(path, line, "cost_usd", row["cost_usd"], MAX_COST_USD),
                 output_tokens=None if tokens is None else int(tokens),
             )
         )

@@ -72,3 +72,37 @@ class SentenceEmbedder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+
+# The model reads at most 256 word pieces; a word piece is rarely shorter than 3 characters of text, so
+# ceil(chars / 3) over-estimates (never under-estimates by much) the padded length a text costs.
+MAX_SEQ_TOKENS = 256
+
+
+def estimate_tokens(text: str, max_tokens: int = MAX_SEQ_TOKENS) -> int:
+    """Padded length a text costs in a batch (special tokens included), capped at what the model reads."""
+    return min(max_tokens, -(-len(text) // 3) + 2)
+
+
+def plan_batches(texts: Sequence[str], max_padded_tokens: int, max_texts: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length whose padded size (texts x longest) stays within budget.
+
+    Sorting by length first means a batch is padded only to its own longest text, not to the longest of all; the
+    budget bounds how long any one call holds the model, so short requests queued behind it wait a bounded time.
+    """
+    order = sorted(range(len(texts)), key=lambda i: estimate_tokens(texts[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        length = estimate_tokens(texts[index])
+        grown = max(longest, length)
+        full = max_texts is not None and len(current) >= max_texts
+        if current and (full or grown * (len(current) + 1) > max_padded_tokens):
+            batches.append(current)
+            current, grown = [], length
+        current.append(index)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches

@@ -29,12 +29,14 @@ from service.api import (
     routing,
 )
 from service.api.failures import data_error, database_error, integrity_error
+from service.api.limits import BodyLimit, RateLimit
 from service.api.request_id import REQUEST_ID, RequestIdMiddleware
 from service.api.route_metrics import RouteErrorMetrics
 from service.api.schemas import pattern_problem
 from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.registry.catalog import ensure_seed_dimensions
+from service.registry.reindex import reconcile_after_crash
 from service.registry.retention import purge_expired
 from service.request_log import RequestLogMiddleware
 from service.routing.decision_log import DecisionLog
@@ -138,7 +140,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         runtime.sessions, runtime.settings.decision_flush_interval_s, on_drop=metrics.decisions_dropped.inc
     )
     batcher = MicroBatcher(
-        runtime.embedder.embed_uncached, runtime.settings.microbatch_window_ms, runtime.settings.microbatch_max
+        runtime.embedder.embed_uncached,
+        runtime.settings.microbatch_window_ms,
+        runtime.settings.microbatch_max,
+        runtime.settings.embed_max_tokens,
+        runtime.settings.embed_bulk_max_tokens,
     )
 
     @asynccontextmanager
@@ -147,6 +153,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         try:
             with runtime.transaction() as session:
                 ensure_seed_dimensions(session, runtime.store, runtime.embedder)
+            if not runtime.settings.qdrant_url:  # an embedded Qdrant left behind by a crash is reconciled
+                with runtime.sessions() as session:
+                    fixed = reconcile_after_crash(session, runtime.store, runtime.embedder)
+                if any(fixed.values()):
+                    logger.warning("vector store reconciled with the database: %s", fixed)
             runtime.reload_router()
             _purge(runtime, metrics)
         except (SQLAlchemyError, ResponseHandlingException, UnexpectedResponse) as exc:
@@ -197,6 +208,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
     for module in (health, models, dimensions, routing, aptitude, reranker, feedback, keys, reports, openai_gateway):
         app.include_router(module.router)
+    # Limits: the body cap, then the per-caller rate limit; outside them the request log, and outermost the
+    # request id, so every response (refusals included) carries its id and every request is logged.
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(RateLimit, rate=runtime.settings.rate_limit_per_s, burst=runtime.settings.rate_limit_burst)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)  # outermost: every response, refusals included, carries the id
+    app.add_middleware(RequestIdMiddleware)
     return app

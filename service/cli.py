@@ -74,18 +74,39 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="target revision, 
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="a family folder, or a folder of family folders", exists=True)],
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace prices changed through the API since the last import")
+    ] = False,
+    if_changed: Annotated[
+        bool, typer.Option("--if-changed", help="do nothing when exactly these files were imported before")
+    ] = False,
 ) -> None:
     """Import models, queries, outcomes and domain labels from a data folder (all or nothing)."""
-    from service.registry.importer import import_data
+    from service.registry.importer import already_imported, import_data
 
-    with _opened("import refused, nothing was written") as runtime, runtime.transaction() as session:
-        report = import_data(session, runtime.store, runtime.embedder, runtime.settings, path, progress)
+    with _opened("import refused, nothing was written") as runtime:
+        if if_changed and not overwrite:
+            with runtime.sessions() as session:
+                earlier = already_imported(session, path)
+                if earlier is not None:
+                    typer.echo(
+                        f"import skipped: these files were imported on {earlier.created_at:%Y-%m-%d %H:%M} "
+                        f"({', '.join(earlier.families)}); --overwrite or changed files import again"
+                    )
+                    return
+        with runtime.transaction() as session:
+            report = import_data(session, runtime.store, runtime.embedder, runtime.settings, path, progress, overwrite)
     typer.echo(
         f"imported {', '.join(report.families)}: {report.models} models, {report.queries} queries, "
         f"{report.outcomes} outcomes ({report.missing_scores} blank scores skipped), "
         f"{report.exemplars_added} new exemplars; read {report.seconds_reading:.1f}s, "
         f"embedding {report.seconds_embedding:.1f}s, writing {report.seconds_writing:.1f}s"
     )
+    if report.kept_api_values:
+        typer.echo(
+            f"kept {len(report.kept_api_values)} values changed through the API ({', '.join(report.kept_api_values[:8])}"
+            f"{' ...' if len(report.kept_api_values) > 8 else ''}); --overwrite replaces them"
+        )
 
 
 @app.command()

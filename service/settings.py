@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(
         default=1.0, gt=0, description="seconds between generation checks (bound on cross-replica staleness)"
     )
+    # Limits and overload (issue 10, item 2): checked before a body is read whole and before anything is embedded.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="larger bodies get 413 while streaming")
+    max_messages: int = Field(default=64, ge=1, description="most messages in one chat (422 beyond)")
+    max_text_chars: int = Field(
+        default=8000, ge=100, description="most characters per query or message; the model reads ~1,000 anyway"
+    )
+    text_overflow: Literal["truncate", "refuse"] = Field(
+        default="truncate", description="a longer text is cut (the response lists it in `truncated`) or refused (422)"
+    )
+    max_batch_texts: int = Field(default=512, ge=1, description="most texts (queries + messages) in one route batch")
+    embed_max_tokens: int = Field(default=4096, ge=256, description="padded tokens per interactive embedding call")
+    embed_bulk_max_tokens: int = Field(
+        default=1024, ge=256, description="padded tokens per call of a route batch: bounds how long a short query waits"
+    )
+    rate_limit_per_s: float = Field(default=50.0, ge=0, description="requests per second per caller (0: no limit)")
+    rate_limit_burst: int = Field(default=100, ge=1, description="requests a caller may send at once")
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Self:

@@ -19,6 +19,7 @@ from profiling.scoring import Constraints
 from service.api.auth import Caller, RouteKeyDep
 from service.api.budget import enforce_budget
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
+from service.api.limits import check_counts, limit_texts
 from service.api.responses import errors
 from service.api.schemas import (
     BatchRouteRequest,
@@ -37,11 +38,34 @@ from service.store.orm import OperatingPoint
 router = APIRouter(prefix="/v1", tags=["routing"])
 
 
+def _turns(body: RouteRequest) -> list[int]:
+    assert body.messages is not None
+    kept = [i for i, m in enumerate(body.messages) if m.content.strip() and m.role != "system"]
+    return kept or list(range(len(body.messages)))
+
+
 def _texts(body: RouteRequest) -> tuple[list[str], list[str]]:
     if body.messages is None:
         return [body.query or ""], ["user"]
-    turns = [m for m in body.messages if m.content.strip() and m.role != "system"] or body.messages
+    turns = [body.messages[i] for i in _turns(body)]
     return [m.content for m in turns], [m.role for m in turns]
+
+
+def _limited(runtime: Runtime, bodies: list[RouteRequest]) -> tuple[list[str], list[list[str]]]:
+    """The texts to embed, checked against the limits first (422), and each request's fields that were cut."""
+    prefixes = [f"requests[{i}]." if len(bodies) > 1 else "" for i in range(len(bodies))]
+    check_counts(runtime.settings, [len(b.messages) if b.messages else 1 for b in bodies], prefixes)
+    texts: list[str] = []
+    cut: list[list[str]] = []
+    for prefix, body in zip(prefixes, bodies, strict=True):
+        if body.messages is None:
+            pairs = [(f"{prefix}query", body.query or "")]
+        else:
+            pairs = [(f"{prefix}messages[{i}].content", body.messages[i].content) for i in _turns(body)]
+        kept, long = limit_texts(runtime.settings, pairs)
+        texts.extend(kept)
+        cut.append(long)
+    return texts, cut
 
 
 def _options(body: RouteRequest, presets: dict[str, float], caller: Caller, position: str = "") -> RouteOptions:
@@ -186,10 +210,10 @@ async def route(
 ) -> RouteResponse:
     """Choose the model for one query (or chat) under the given cost knob and constraints."""
     started = time.perf_counter()
+    texts, cut = _limited(runtime, [body])
     _check_names(runtime, [body])
     if caller.monthly_budget_usd is not None:
         await asyncio.to_thread(enforce_budget, runtime, log, metrics, caller)
-    texts, _ = _texts(body)
     vectors = await batcher.embed(texts)
     decisions, query_vectors = _decide(runtime, [body], vectors, caller)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -197,13 +221,14 @@ async def route(
     decision = decisions[0]
     metrics.route_requests.labels("route", "ok").inc()
     metrics.route_latency.labels("route").observe(latency_ms / 1000)
-    return decision_response(decision, latency_ms)
+    return decision_response(decision, latency_ms).model_copy(update={"truncated": cut[0]})
 
 
-@router.post("/route/batch", responses=errors(422, 503))
+@router.post("/route/batch", responses=errors(401, 403, 422, 503))
 async def route_batch(
     body: BatchRouteRequest,
     runtime: RuntimeDep,
+    batcher: BatcherDep,
     log: DecisionLogDep,
     metrics: MetricsDep,
     caller: RouteKeyDep,
@@ -216,15 +241,21 @@ async def route_batch(
             detail=f"requests: at most {limit} per batch (got {len(body.requests)})",
         )
     started = time.perf_counter()
+    texts, cut = _limited(runtime, body.requests)
     _check_names(runtime, body.requests)
     if caller.monthly_budget_usd is not None:
         await asyncio.to_thread(enforce_budget, runtime, log, metrics, caller)
-    texts = [t for b in body.requests for t in _texts(b)[0]]
-    vectors = await asyncio.to_thread(runtime.embedder.embed_uncached, texts)
+    # Bulk lane: cut into capped, length-sorted calls that let interactive /v1/route requests go first.
+    vectors = await batcher.embed(texts, bulk=True)
     decisions, query_vectors = _decide(runtime, body.requests, vectors, caller)
     latency_ms = (time.perf_counter() - started) * 1000
     for request_body, decision, vector in zip(body.requests, decisions, query_vectors, strict=True):
         _log(runtime, log, metrics, request_body, decision, vector, latency_ms, caller)
     metrics.route_requests.labels("route_batch", "ok").inc()
     metrics.route_latency.labels("route_batch").observe(latency_ms / 1000)
-    return BatchRouteResponse(decisions=[decision_response(d, latency_ms) for d in decisions])
+    return BatchRouteResponse(
+        decisions=[
+            decision_response(d, latency_ms).model_copy(update={"truncated": c})
+            for d, c in zip(decisions, cut, strict=True)
+        ]
+    )

@@ -349,6 +349,9 @@ class RouteResponse(BaseModel):
     cost_weight: float = Field(alias="lambda", description="the lambda the decision was made with")
     preset: str | None = Field(default=None, description="the operating point that gave lambda, if any")
     latency_ms: float
+    truncated: list[str] = Field(
+        default_factory=list, description="fields cut to CAPPROF_MAX_TEXT_CHARS before embedding (text_overflow)"
+    )
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
@@ -400,7 +403,7 @@ def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
         },
         reranker_version=decision.reranker_version,
         preset=decision.preset,
-        **{"lambda": decision.cost_weight},
+        cost_weight=decision.cost_weight,  # type: ignore[call-arg]  # populate_by_name: "lambda" is the alias
         latency_ms=latency_ms,
     )
 

@@ -22,6 +22,7 @@ from profiling.query_profile import CAPABILITY, DOMAIN
 from service.errors import ConflictError, NotFoundError
 from service.registry.profiles import RecordChange, apply_record_changes, refresh_model_stats, store_query_profiles
 from service.settings import Settings
+from service.store import vector_journal
 from service.store.generation import DIMENSION, EVALUATIONS, bump_generation
 from service.store.orm import Dimension, EvalQuery, EvalRecord, Exemplar, LlmModel
 from service.store.readers import load_profiler
@@ -47,6 +48,7 @@ def write_exemplars(
     session.add_all(rows)
     session.flush()
     vectors = embedder.embed([r.text for r in rows])
+    vector_journal.record(session, store, EXEMPLARS, [r.id for r in rows])
     store.upsert(
         EXEMPLARS,
         [r.id for r in rows],
@@ -133,6 +135,7 @@ def _resolve_queries(
         session.add_all(rows)
         session.flush()
         vectors = embedder.embed([r.text for r in rows])
+        vector_journal.record(session, store, EVAL_QUERIES, [r.id for r in rows])
         store.upsert(EVAL_QUERIES, [r.id for r in rows], vectors, [{"benchmark": r.benchmark} for r in rows])
         store_query_profiles(session, load_profiler(session, store, settings), [r.id for r in rows], vectors)
         known.update({(r.benchmark, r.external_id): r.id for r in rows})

@@ -375,3 +375,23 @@ class RoutingChange(Base):
     model_id: Mapped[int | None] = mapped_column(Integer)
     dimension_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# Import provenance (issue 10, item 8): re-running set-up must not undo what users changed through the API.
+class ModelImportValues(Base):
+    """The field values the last import wrote for a model; a current value that differs was changed since."""
+
+    __tablename__ = "model_import_values"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    import_values: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+
+class DataImport(TimestampMixin, Base):
+    """A data folder imported once, by the fingerprint of its files (`capprof import --if-changed` skips it)."""
+
+    __tablename__ = "data_imports"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    families: Mapped[list[str]] = mapped_column(JsonType)

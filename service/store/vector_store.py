@@ -94,6 +94,22 @@ class VectorStore:
                 wait=True,
             )
 
+    def stored_points(self, collection: str, ids: Sequence[int]) -> dict[int, tuple[list[float], dict[str, Any]]]:
+        """The stored vector (as stored, not normalised) and payload of each of `ids` that exists: what a rollback
+        restores."""
+        self.ensure(collection)
+        found: dict[int, tuple[list[float], dict[str, Any]]] = {}
+        for start in range(0, len(ids), 1024):
+            points = self.client.retrieve(
+                self._name(collection),
+                [int(i) for i in ids[start : start + 1024]],
+                with_vectors=True,
+                with_payload=True,
+            )
+            for point in points:
+                found[int(point.id)] = (list(point.vector), dict(point.payload or {}))  # type: ignore[arg-type]
+        return found
+
     def delete(self, collection: str, ids: Iterable[int]) -> None:
         self.ensure(collection)
         self.client.delete(self._name(collection), points_selector=models.PointIdsList(points=list(ids)))
