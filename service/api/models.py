@@ -14,7 +14,7 @@ from service.registry.catalog import EvaluationInput, add_evaluations
 from service.runtime import Runtime
 from service.store.orm import EvalRecord, LlmModel
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(503))
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401, 403, 422, 503))
 
 
 def _get(session: Session, name: str) -> LlmModel:
