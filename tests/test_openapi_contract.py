@@ -59,9 +59,10 @@ def api_schema(
     asgi.shutdown_lifespans()
 
 
-# A schema cannot know what is stored: a body naming a query id, a candidate model or an item that does not exist
-# is well formed yet refused (422 naming that field). Only such refusals are exempt from "valid data is accepted".
-REFERENCE_FIELDS = re.compile(r"(query_id|candidates|item_id|candidates/max_cost/exclude_\*)$")
+# A schema cannot know what is stored: a body naming a query id, a candidate model, a preset not yet calibrated (no
+# stored operating point) or an item that does not exist is well formed yet refused (422 naming that field). Only
+# such refusals are exempt from "valid data is accepted".
+REFERENCE_FIELDS = re.compile(r"(query_id|candidates|item_id|preset|candidates/max_cost/exclude_\*)$")
 
 
 def _refers_to_nothing_stored(response: Response) -> bool:
@@ -124,9 +125,19 @@ def test_the_schema_documents_errors_keys_and_the_query_rule(client: TestClient)
     assert {"201", "401", "409", "422", "503"} <= set(create["responses"])
     assert create["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ValidationErrorOut")
     assert {"AdminKey": []} in create["security"] and {"Bearer": []} in create["security"]
-    assert "security" not in spec["paths"]["/v1/route"]["post"]
+    route_operation = spec["paths"]["/v1/route"]["post"]  # a route-scope key, required where keys are required
+    assert {"Bearer": []} in route_operation["security"]
+    assert {"401", "403", "422", "429", "503"} <= set(route_operation["responses"])
     route = spec["components"]["schemas"]["RouteRequest"]
     assert route["oneOf"] == [{"required": ["query"]}, {"required": ["messages"]}]
+    assert route["not"]["required"] == ["lambda", "preset"]  # lambda or preset, not both
+    undocumented = [  # a protected operation's key can be missing or wrong (401) or too small in scope (403)
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") and not {"401", "403"} <= set(operation["responses"])
+    ]
+    assert not undocumented, undocumented
     assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 

@@ -25,7 +25,7 @@ from service.registry.aptitude import Answer, record_answers
 from service.store.orm import AptitudeTest, EvalQuery, LlmModel
 from service.store.readers import aptitude_matrix, current_test
 
-router = APIRouter(tags=["aptitude"], responses=errors(503))
+router = APIRouter(tags=["aptitude"], responses=errors(401, 403, 422, 503))
 
 
 def aptitude_document(session: Session, test: AptitudeTest) -> AptitudeTestOut:

@@ -12,7 +12,7 @@ from service.errors import ConflictError
 from service.registry.catalog import add_dimension
 from service.store.orm import Dimension, Exemplar
 
-router = APIRouter(prefix="/v1/dimensions", tags=["dimensions"], responses=errors(503))
+router = APIRouter(prefix="/v1/dimensions", tags=["dimensions"], responses=errors(401, 403, 422, 503))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[AdminDep], responses=errors(401, 409, 422))

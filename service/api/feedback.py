@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.api.auth import Caller, RouteKeyDep
 from service.api.deps import DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
+from service.api.responses import errors
 from service.errors import ConflictError, NotFoundError
 from service.registry.feedback import FeedbackGoneError, FeedbackInput, FeedbackResult, record_feedback
 from service.routing.reloader import CoalescedReload
@@ -64,7 +65,7 @@ def _record(session: Session, runtime: Runtime, body: FeedbackIn, caller: Caller
             raise HTTPException(status.HTTP_410_GONE, detail=str(exc)) from exc
 
 
-@router.post("/feedback")
+@router.post("/feedback", responses=errors(401, 403, 404, 409, 410, 422, 503))
 def give_feedback(
     request: Request,
     body: FeedbackIn,

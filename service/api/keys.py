@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import AdminKeyDep
 from service.api.deps import RuntimeDep, SessionDep
+from service.api.responses import errors
+from service.api.schemas import UtcDatetime
 from service.errors import ConflictError, NotFoundError
 from service.registry.keys import KEY_NAME, Scope, create_key, list_keys, revoke_key
 from service.store.orm import ApiKey
@@ -30,8 +30,8 @@ class KeyOut(BaseModel):
     scope: str
     default_lambda: float | None = Field(serialization_alias="lambda")
     monthly_budget_usd: float | None
-    created_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcDatetime | None  # SQLite returns naive UTC; the schema promises RFC 3339 with an offset
+    revoked_at: UtcDatetime | None
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyOut:
@@ -49,7 +49,12 @@ class KeyCreated(KeyOut):
     key: str = Field(description="the API key; shown only this once, store it now")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model_by_alias=True)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model_by_alias=True,
+    responses=errors(401, 403, 409, 422, 503),
+)
 def create_api_key(body: KeyCreate, session: SessionDep, runtime: RuntimeDep, admin: AdminKeyDep) -> KeyCreated:
     with session.begin():
         try:
@@ -68,12 +73,12 @@ def create_api_key(body: KeyCreate, session: SessionDep, runtime: RuntimeDep, ad
     return KeyCreated(**out.model_dump(), key=created.key)
 
 
-@router.get("", response_model_by_alias=True)
+@router.get("", response_model_by_alias=True, responses=errors(401, 403, 422, 503))
 def list_api_keys(session: SessionDep, admin: AdminKeyDep) -> list[KeyOut]:
     return [KeyOut.of(row) for row in list_keys(session)]
 
 
-@router.delete("/{name}", response_model_by_alias=True)
+@router.delete("/{name}", response_model_by_alias=True, responses=errors(401, 403, 404, 422, 503))
 def revoke_api_key(name: str, session: SessionDep, admin: AdminKeyDep) -> KeyOut:
     with session.begin():
         try:

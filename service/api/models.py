@@ -15,7 +15,7 @@ from service.runtime import Runtime
 from service.store.generation import MODEL, bump_generation
 from service.store.orm import EvalRecord, LlmModel
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(503))
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=errors(401, 403, 422, 503))
 
 
 def _get(session: Session, name: str) -> LlmModel:

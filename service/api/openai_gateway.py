@@ -27,6 +27,7 @@ from profiling.decision import Decision
 from service.api.auth import Caller, RequireRoute, RouteKeyDep
 from service.api.budget import enforce_budget
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, UpstreamsDep
+from service.api.responses import errors
 from service.api.routing import _decide, _log, _texts
 from service.api.schemas import Message, RouteRequest
 from service.gateway.upstream import AllUpstreamsFailed, Failure, Opened, SseRelay, Usage
@@ -36,7 +37,9 @@ from service.routing.state import UpstreamTarget
 from service.runtime import Runtime
 
 # An application's capprof key (route scope) is its OpenAI api_key; it is never forwarded upstream.
-router = APIRouter(prefix="/openai/v1", tags=["openai gateway"], dependencies=[RequireRoute])
+router = APIRouter(
+    prefix="/openai/v1", tags=["openai gateway"], dependencies=[RequireRoute], responses=errors(401, 403, 422)
+)
 
 logger = logging.getLogger(__name__)
 AUTO = "auto"
@@ -185,7 +188,7 @@ def _headers(decision_id: str, opened: Opened) -> dict[str, str]:
     }
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=errors(404, 429, 502, 503))
 async def chat_completions(
     body: ChatCompletionIn,
     runtime: RuntimeDep,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from service.api.auth import AdminKeyDep
 from service.api.deps import SessionDep
+from service.api.responses import errors
 from service.errors import NotFoundError
 from service.store.reports import REPORTS, ReportError, ReportFilters, run_report
 
@@ -29,7 +30,7 @@ def to_csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-@router.get("")
+@router.get("", responses=errors(401, 403, 422))
 def list_reports(admin: AdminKeyDep) -> dict[str, dict[str, Any]]:
     """The reports, what each shows and which filters it takes."""
     return {
@@ -38,7 +39,7 @@ def list_reports(admin: AdminKeyDep) -> dict[str, dict[str, Any]]:
     }
 
 
-@router.get("/{name}", response_model=None)
+@router.get("/{name}", response_model=None, responses=errors(401, 403, 404, 422, 503))
 def read_report(
     name: str,
     session: SessionDep,

@@ -11,7 +11,7 @@ from service.errors import NotFoundError
 from service.registry.checkpoints import activate
 from service.store.readers import list_checkpoints
 
-router = APIRouter(prefix="/v1/reranker", tags=["reranker"], responses=errors(503))
+router = APIRouter(prefix="/v1/reranker", tags=["reranker"], responses=errors(401, 403, 422, 503))
 
 
 @router.get("", dependencies=[RequireRead])

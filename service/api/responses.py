@@ -28,7 +28,13 @@ _RESPONSES: dict[int, dict[str, Any]] = {
     403: {"model": ErrorOut, "description": "the key's scope is too small for this endpoint"},
     404: {"model": ErrorOut, "description": "the named resource does not exist"},
     409: {"model": ErrorOut, "description": "clashes with what is stored (a duplicate name, a stale version)"},
+    410: {"model": ErrorOut, "description": "the named record existed but is past retention (purged)"},
     422: {"model": ValidationErrorOut, "description": "invalid input; every problem names its field"},
+    429: {
+        "model": ErrorOut,
+        "description": "the key's monthly budget is spent (estimated routed cost); Retry-After says when it resets",
+    },
+    502: {"model": ErrorOut, "description": "no upstream model answered (every fallback failed)"},
     503: {
         "model": ErrorOut,
         "description": "a store is down (nothing was changed; retry after Retry-After), or nothing to route to yet",

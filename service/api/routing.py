@@ -192,14 +192,14 @@ def _log(
     metrics.decisions_pending.set(log.pending)
 
 
-@router.get("/presets", responses=errors(401, 403))
+@router.get("/presets", responses=errors(401, 403, 422, 503))
 def presets(session: SessionDep, _: RouteKeyDep) -> list[OperatingPointOut]:
     """The calibrated operating points a route request may name instead of a lambda (empty until calibrated)."""
     points = session.scalars(select(OperatingPoint).order_by(OperatingPoint.validation_cost_per_query))
     return [OperatingPointOut.model_validate(p, from_attributes=True) for p in points]
 
 
-@router.post("/route", responses=errors(401, 403, 422, 503))
+@router.post("/route", responses=errors(401, 403, 422, 429, 503))
 async def route(
     body: RouteRequest,
     runtime: RuntimeDep,
@@ -224,7 +224,7 @@ async def route(
     return decision_response(decision, latency_ms).model_copy(update={"truncated": cut[0]})
 
 
-@router.post("/route/batch", responses=errors(401, 403, 422, 503))
+@router.post("/route/batch", responses=errors(401, 403, 422, 429, 503))
 async def route_batch(
     body: BatchRouteRequest,
     runtime: RuntimeDep,

@@ -283,7 +283,14 @@ class RouteRequest(Strict):
         strict=True,
         regex_engine="python-re",
         populate_by_name=True,
-        json_schema_extra={"oneOf": [{"required": ["query"]}, {"required": ["messages"]}]},
+        json_schema_extra={
+            "oneOf": [{"required": ["query"]}, {"required": ["messages"]}],
+            # lambda or preset, not both (either may be null, which is the same as leaving it out)
+            "not": {
+                "required": ["lambda", "preset"],
+                "properties": {"lambda": {"type": "number"}, "preset": {"type": "string"}},
+            },
+        },
     )
 
     @model_validator(mode="after")
