@@ -101,6 +101,15 @@ def split_family(family: Family, seed: int, test_ids: set[str] | None) -> Split:
     return Split(family, models, train_rows, test_rows, outcomes, costs, len(chosen) - len(test_rows))
 
 
+def load_split(data: Path, benchmark: str, seed: int, test_ids: set[str] | None) -> tuple[Family, Split]:
+    """The family and its train/test split; refused when either side would be empty."""
+    family = read_family(data / benchmark)
+    split = split_family(family, seed, test_ids)
+    if not split.test_rows or not split.train_rows:
+        raise EvaluationError("the split left no training or no test queries")
+    return family, split
+
+
 def training_family(split: Split, new_models: set[str], aptitude_rows: set[int]) -> Family:
     """Training rows only; a new model keeps nothing but its outcomes on the aptitude items."""
     family = split.family
@@ -236,10 +245,7 @@ def evaluate(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> dict[str, Any]:
-    family = read_family(data / benchmark)
-    split = split_family(family, seed, test_ids)
-    if not split.test_rows or not split.train_rows:
-        raise EvaluationError("the split left no training or no test queries")
+    family, split = load_split(data, benchmark, seed, test_ids)
     new = list(dict.fromkeys(new_models or []))
     unknown = set(new) - set(split.models)
     if unknown:

@@ -17,10 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from profiling.aptitude import build_aptitude_test
-from profiling.dataset import read_family
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import choose_reranked, oracle_choice, realised
-from service.jobs.evaluate import EvaluationError, split_family, stage1_estimates, train_sat, training_family
+from service.jobs.evaluate import load_split, stage1_estimates, train_sat, training_family
 from service.settings import Settings
 
 
@@ -52,10 +51,7 @@ def onboarding_sweep(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> dict[str, Any]:
-    family = read_family(data / benchmark)
-    split = split_family(family, seed, None)
-    if not split.test_rows or not split.train_rows:
-        raise EvaluationError("the split left no training or no test queries")
+    family, split = load_split(data, benchmark, seed, None)
     texts = [q.text for q in family.queries]
     subjects = [q.subject or q.domain for q in family.queries]
     vectors = embedder.embed(texts)
