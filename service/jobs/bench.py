@@ -86,7 +86,8 @@ def scaled_state(state: RouterState, n_models: int, seed: int = 0) -> RouterStat
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free loopback port for a benchmark server."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -125,7 +126,8 @@ def _serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_ready(url: str, timeout_s: float = 120) -> None:
+def wait_ready(url: str, timeout_s: float = 120) -> None:
+    """Polls /readyz until the server at `url` answers 200, or raises after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -134,7 +136,7 @@ def _wait_ready(url: str, timeout_s: float = 120) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError("benchmark server did not become ready")
+    raise RuntimeError(f"benchmark server {url} did not become ready")
 
 
 def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) -> dict[str, Any]:
@@ -213,12 +215,12 @@ def run_bench(data: Path, quick: bool, device: str, log: Callable[[str], None]) 
         results["evaluation_queries_in_state"] = real_state.evaluated_queries
         runtime.close()
 
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         log("HTTP, server in its own process ...")
         server = _serve(settings, port)
         try:
-            _wait_ready(url)
+            wait_ready(url)
             asyncio.run(_http_load(url, 4, 20))  # warm-up
             n_http = 60 if quick else 300
             results["http_p50_ms_c1"], results["http_p99_ms_c1"] = _percentiles(asyncio.run(_http_load(url, 1, n_http)))

@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 from sqlalchemy import select
 
 from profiling.model_sat import ModelSatConfig
+from service.jobs.bench import free_port, wait_ready
 from service.registry.aptitude import build_test
 from service.registry.catalog import load_dimension_seed
 from service.registry.checkpoints import activate, train_checkpoint
@@ -37,18 +37,12 @@ ADMIN_KEY = "bench-admin-key"
 SHORT_QUERIES = [e for c in load_dimension_seed()["capabilities"] for e in c["exemplars"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(name: str, root: Path, database_url: str, cache: Path, device: str, interval: float) -> tuple[Any, str]:
     data_dir = root / name
     (data_dir / "embeddings").mkdir(parents=True)
     for file in cache.glob("*.npz"):
         shutil.copy(file, data_dir / "embeddings" / file.name)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CAPPROF_DATA_DIR": str(data_dir),
@@ -66,18 +60,6 @@ def _start(name: str, root: Path, database_url: str, cache: Path, device: str, i
         start_new_session=True,
     )
     return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"replica {url} did not become ready")
 
 
 async def _route_window(url: str, concurrency: int, seconds: float, offset: int) -> int:
@@ -228,8 +210,8 @@ def run_replica_bench(
             processes.append(a_process)
             b_process, b = _start("b", root, url, settings.embedding_cache_dir, device, interval)
             processes.append(b_process)
-            _wait_ready(a)
-            _wait_ready(b)
+            wait_ready(a, timeout_s=300)
+            wait_ready(b, timeout_s=300)
             asyncio.run(_route_window(a, concurrency, 3.0, 0))  # warm-up
 
             quiet: list[float] = []
