@@ -123,30 +123,14 @@ def reconcile_after_crash(session: Session, store: VectorStore, embedder: Cached
     without its point (a copy restored from an older backup) gets its vector again, through the embedding cache.
     Only for a Qdrant this process owns: on a shared server another replica's open transaction looks the same.
     """
-    counts = {"orphans_deleted": 0, "points_restored": 0}
-    sources = {
-        EXEMPLARS: (
-            select(Exemplar.id, Exemplar.text, Dimension.id, Dimension.name, Dimension.kind).join(Dimension),
-            Exemplar.id,
-            lambda r: {"dimension_id": r[2], "dimension": r[3], "kind": r[4]},
-        ),
-        EVAL_QUERIES: (
-            select(EvalQuery.id, EvalQuery.text, EvalQuery.benchmark, EvalQuery.domain, EvalQuery.subject),
-            EvalQuery.id,
-            lambda r: {"benchmark": r[2], "domain": r[3], "subject": r[4]},
-        ),
-    }
-    for collection, (query, id_column, payload) in sources.items():
-        rows = set(session.scalars(select(id_column)))
+    present: dict[str, set[int]] = {}
+    deleted = 0
+    for collection, id_column in ((EXEMPLARS, Exemplar.id), (EVAL_QUERIES, EvalQuery.id)):
         points = store.ids(collection)
-        orphans = sorted(points - rows)
+        orphans = sorted(points - set(session.scalars(select(id_column))))
         if orphans:
             store.delete(collection, orphans)
-        missing = rows - points
-        if missing:
-            found = session.execute(query.where(id_column.in_(sorted(missing)))).all()
-            vectors = embedder.embed([r[1] for r in found])
-            store.upsert(collection, [r[0] for r in found], vectors, [payload(r) for r in found])
-        counts["orphans_deleted"] += len(orphans)
-        counts["points_restored"] += len(missing)
-    return counts
+        present[collection] = points - set(orphans)
+        deleted += len(orphans)
+    restored = reconcile(session, store, embedder, present[EXEMPLARS], present[EVAL_QUERIES])
+    return {"orphans_deleted": deleted, "points_restored": sum(restored.values())}
