@@ -370,10 +370,17 @@ def evaluate(
         ),
     ] = False,
     random_groups: Annotated[int, typer.Option(help="with --onboarding-sweep: how many random groups")] = 6,
+    splits: Annotated[
+        int,
+        typer.Option(
+            min=1, help="cross-validate: repeat over this many random splits (seeds SEED, SEED+1, ...) and summarise"
+        ),
+    ] = 1,
 ) -> None:
     """Measure every router against random, best single, oracle and kNN on held-out queries."""
     from profiling.embedder import SentenceEmbedder
     from profiling.embedding_cache import CachedEmbedder
+    from service.jobs.crossval import cross_validate
     from service.jobs.evaluate import EvaluationError
     from service.jobs.evaluate import evaluate as run_evaluation
     from service.jobs.onboarding import onboarding_sweep as run_sweep
@@ -391,6 +398,27 @@ def evaluate(
             typer.echo(f"evaluate: {exc}", err=True)
             raise typer.Exit(2) from exc
         typer.echo((out / "onboarding.md").read_text())
+        return
+    if splits > 1:
+        if test_ids is not None or new_models is not None:
+            typer.echo(
+                "evaluate: --splits draws its own test queries; it takes no --test-ids or --new-models", err=True
+            )
+            raise typer.Exit(2)
+        try:
+            cross_validate(
+                data,
+                benchmark,
+                out,
+                settings,
+                embedder,
+                range(seed, seed + splits),
+                log=lambda x: typer.echo(x, err=True),
+            )
+        except (EvaluationError, DatasetError) as exc:
+            typer.echo(f"evaluate: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo((out / "crossval.md").read_text())
         return
 
     def lines(path: Path | None) -> list[str] | None:
