@@ -92,6 +92,19 @@ def aptitude_vectors(item_outcomes: npt.NDArray[np.float64]) -> FloatArray:
     return np.where(np.isnan(per_task), overall, per_task).astype(np.float32)
 
 
+def evidence_trust(records: npt.ArrayLike, pseudo_count: float) -> npt.NDArray[np.float64]:
+    """n / (n + pseudo_count) per model, n = the model's training records beyond the aptitude items.
+
+    Scored zero-shot (n = 0: a model the scorer never saw, or saw only on the aptitude items), Model-SAT
+    overrated new models across the onboarding sweep: a new model close to a strong one took traffic the oracle
+    would not give it. So the scorer weighs in only as far as it was trained on the model's own outcomes.
+    """
+    n = np.maximum(np.asarray(records, np.float64), 0.0)
+    if pseudo_count <= 0:
+        return np.where(n > 0, 1.0, 0.0)
+    return n / (n + pseudo_count)
+
+
 def novelty_trust(aptitude: FloatArray, reference: FloatArray, scale: float) -> npt.NDArray[np.float64]:
     """exp(-(d / scale)^2) per row of `aptitude`, d = RMS distance (over tasks) to the nearest `reference` row.
 

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         ge=0.0,
         description="RMS aptitude distance from the training models at which the scorer's share falls to 1/e (0: off)",
     )
+    reranker_evidence_pseudo_count: float = Field(
+        default=100.0,
+        ge=0.0,
+        description="a model's training records (beyond the aptitude items) at which the scorer's share is half: "
+        "a model the scorer was not trained on keeps its stage-1 estimate",
+    )
 
     # Serving.
     route_batch_max: int = Field(default=256, ge=1)

@@ -96,9 +96,10 @@ def test_a_new_model_is_onboarded_by_its_aptitude_answers(trained: Runtime) -> N
         assert all(t["accuracy"] == 1.0 for t in result.json()["aptitude"])
         assert client.get("/v1/models/fresh-model").json()["evaluations"] == len(items)
 
-        # right on every item and nearly free: it should now be the choice, re-ranked by Model-SAT
+        # right on every item and nearly free: it should now be the choice, on its stage-1 estimate
         routed = client.post(
-            "/v1/route", json={"query": "Natalia sold 48 clips. How many in total?", "lambda": 0.1}
+            "/v1/route",
+            json={"query": "Natalia sold 48 clips. How many in total?", "lambda": 0.1},
         ).json()
         assert routed["model"] == "fresh-model"
         assert routed["reranker_version"] == 1
@@ -110,6 +111,40 @@ def test_a_new_model_is_onboarded_by_its_aptitude_answers(trained: Runtime) -> N
         assert "answers[0].item_id" in bad.json()["detail"]
         stale = client.post("/v1/models/fresh-model/aptitude", json={"version": 7, **answers}, headers=ADMIN)
         assert stale.status_code == 409
+
+
+def test_the_scorer_does_not_guess_for_a_model_it_was_not_trained_on(trained: Runtime) -> None:
+    """A twin of a trained model, onboarded from the same aptitude answers, sits at distance 0 from its training
+    models; the scorer's zero-shot guess for it still gets no share (it overrated new models in the onboarding
+    sweep), while the twin's original keeps its share."""
+    from sqlalchemy import select
+
+    from service.app import create_app
+    from service.store.orm import AptitudeItem, EvalRecord, LlmModel
+
+    runtime = trained
+    with runtime.sessions() as session:
+        original = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
+        assert original is not None
+        scores = dict(
+            session.execute(
+                select(AptitudeItem.id, EvalRecord.score)
+                .join(EvalRecord, EvalRecord.query_id == AptitudeItem.query_id)
+                .where(EvalRecord.model_id == original.id)
+            ).all()
+        )
+    with TestClient(create_app(runtime=runtime)) as client:
+        client.post("/v1/reranker/activate", json={"version": 1}, headers=ADMIN)
+        # nearly free, so that its stage-1 utility puts it among the candidates stage 2 re-scores
+        body = {"name": "twin", "input_usd_per_mtok": 0.001, "output_usd_per_mtok": 0.001}
+        assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
+        answers = {"answers": [{"item_id": i, "score": score} for i, score in scores.items()]}
+        assert client.post("/v1/models/twin/aptitude", json=answers, headers=ADMIN).status_code == 200
+        query = {"query": "What is 12 * 7?", "explain": True, "top_n": 100, "lambda": 1.0}
+        routed = client.post("/v1/route", json=query).json()
+    shares = {model: c["reranker"] for model, c in routed["contributions"].items()}
+    assert shares["twin"] == 0.0
+    assert any(share > 0.0 for model, share in shares.items() if model != "twin")
 
 
 def _zeroeval_query_ids(runtime: Runtime, subject: str, n: int) -> list[str]:

@@ -13,7 +13,7 @@ from profiling.evaluation import (
     plain_knn,
 )
 from profiling.model_profile import model_means
-from profiling.model_sat import novelty_trust
+from profiling.model_sat import evidence_trust, novelty_trust
 from profiling.operating_points import choose_operating_points
 from profiling.scoring import ModelCatalog, rank
 
@@ -77,6 +77,14 @@ def test_the_scorer_is_trusted_less_far_from_its_training_models() -> None:
     assert trust[0] == pytest.approx(1.0)
     assert trust[2] < trust[1] < 1.0
     assert trust[1] == pytest.approx(np.exp(-((0.05 / 0.1) ** 2)), rel=1e-4)
+
+
+def test_the_scorer_weighs_in_only_for_models_it_was_trained_on() -> None:
+    trust = evidence_trust(np.array([0, 100, 5000]), pseudo_count=100)
+    assert trust[0] == 0.0  # zero-shot: stage 1 alone
+    assert trust[1] == pytest.approx(0.5)
+    assert 0.98 < trust[2] < 1.0
+    assert evidence_trust(np.array([0, 3]), pseudo_count=0).tolist() == [0.0, 1.0]
 
 
 def test_presets_are_monotone_in_cost() -> None:

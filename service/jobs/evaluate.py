@@ -41,7 +41,13 @@ from profiling.evaluation import (
     reranked_p_correct,
 )
 from profiling.evaluation import choose as choose_models
-from profiling.model_sat import ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
+from profiling.model_sat import (
+    ModelSatConfig,
+    aptitude_vectors,
+    evidence_trust,
+    expected_calibration_error,
+    train_model_sat,
+)
 from profiling.operating_points import choose_operating_points
 from service.registry.importer import import_families
 from service.routing.engine import Estimates
@@ -200,6 +206,10 @@ def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
     return items
 
 
+def trust_settings(settings: Settings) -> tuple[float, float]:
+    return settings.reranker_novelty_scale, settings.reranker_evidence_pseudo_count
+
+
 def train_sat(
     split: Split,
     aptitude: AptitudeTest,
@@ -209,10 +219,11 @@ def train_sat(
     seed: int,
     device: str,
     novelty_scale: float,
+    evidence_pseudo_count: float,
 ) -> tuple[Matrix, Matrix, Matrix, dict[str, float]]:
     """Train Model-SAT on the training rows of `trained_models`: P(correct) for every (test query, model) and
-    (validation query, model), and the scorer's trust per model (lower for models unlike the ones it was trained
-    on), as the service computes it."""
+    (validation query, model), and the scorer's trust per model (none for models it was not trained on, lower
+    for models unlike the ones it was trained on), as the service computes it."""
     train = split.train_rows
     items = item_outcomes(split, aptitude)
     validation_rows = set(sat_validation_rows(split, seed))
@@ -230,7 +241,12 @@ def train_sat(
     embedded = sat.embed_models(model_vectors)
     p_test = sat.predict(vectors[split.test_rows], embedded)
     p_validation = sat.predict(vectors[sorted(validation_rows)], embedded)
-    return p_test, p_validation, sat.trust(model_vectors, novelty_scale), metrics
+    item_rows = {train[r] for r in aptitude.item_rows}
+    beyond_items = [i for i in train if i not in item_rows]
+    records = np.zeros(len(split.models))
+    records[trained_models] = (~np.isnan(split.outcomes[np.ix_(beyond_items, trained_models)])).sum(axis=0)
+    trust = sat.trust(model_vectors, novelty_scale) * evidence_trust(records, evidence_pseudo_count)
+    return p_test, p_validation, trust, metrics
 
 
 def evaluate(
@@ -281,7 +297,7 @@ def evaluate(
     )
     log("training the Model-SAT scorer ...")
     p_sat, p_sat_val, trust, sat_metrics = train_sat(
-        split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
+        split, aptitude, vectors, embedder, old, seed, settings.device, *trust_settings(settings)
     )
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
     validation = ValidationSet.of(split, validation_rows, est_val, p_sat_val)
@@ -341,7 +357,7 @@ def evaluate(
         full, _ = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, vectors)
         everyone = list(range(len(split.models)))
         full_sat, _, full_trust, _ = train_sat(
-            split, aptitude, vectors, embedder, everyone, seed, settings.device, settings.reranker_novelty_scale
+            split, aptitude, vectors, embedder, everyone, seed, settings.device, *trust_settings(settings)
         )
         full_weight = settings.reranker_weight * full_trust
         full_point = realised(

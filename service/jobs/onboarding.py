@@ -19,7 +19,7 @@ from tqdm import tqdm
 from profiling.aptitude import build_aptitude_test
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import choose_reranked, oracle_choice, realised
-from service.jobs.evaluate import load_split, stage1_estimates, train_sat, training_family
+from service.jobs.evaluate import load_split, stage1_estimates, train_sat, training_family, trust_settings
 from service.settings import Settings
 
 
@@ -69,7 +69,7 @@ def onboarding_sweep(
         aptitude_rows = {train[r] for r in aptitude.item_rows} if new else set()
         est, _ = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors)
         p_sat, _, trust, _ = train_sat(
-            split, aptitude, vectors, embedder, old, seed, settings.device, settings.reranker_novelty_scale
+            split, aptitude, vectors, embedder, old, seed, settings.device, *trust_settings(settings)
         )
         return choose_reranked(est.p_correct, p_sat, est.costs, 0.0, k, settings.reranker_weight * trust)
 

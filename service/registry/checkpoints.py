@@ -35,6 +35,7 @@ class TrainingData:
     task_texts: list[str]
     validation_rows: npt.NDArray[np.int64]
     fingerprint: str
+    records_beyond_items: npt.NDArray[np.int64]  # per model: outcomes on queries that are not aptitude items
 
 
 def training_data(session: Session, store: VectorStore, test: AptitudeTest) -> TrainingData:
@@ -42,10 +43,12 @@ def training_data(session: Session, store: VectorStore, test: AptitudeTest) -> T
     row = {int(q): r for r, q in enumerate(matrix.query_ids)}
     width = max(len(t.items) for t in test.tasks)
     items = np.full((len(matrix.model_ids), len(test.tasks), width), np.nan)
+    item_rows = np.zeros(len(matrix.query_ids), dtype=bool)
     for t, task in enumerate(test.tasks):
         for i, item in enumerate(task.items):
             if item.query_id in row:
                 items[:, t, i] = matrix.outcomes[row[item.query_id]]
+                item_rows[row[item.query_id]] = True
     external = dict(session.execute(select(EvalQuery.id, EvalQuery.external_id)).all())
     validation = np.array(
         [
@@ -60,7 +63,8 @@ def training_data(session: Session, store: VectorStore, test: AptitudeTest) -> T
         f"{test.version}|{matrix.query_ids.tolist()}|{matrix.model_ids}|{int(known.sum())}|"
         f"{float(np.nansum(matrix.outcomes)):.6f}".encode()
     ).hexdigest()
-    return TrainingData(matrix, items, [t.description for t in test.tasks], validation, digest)
+    beyond_items = (~np.isnan(matrix.outcomes[~item_rows])).sum(axis=0).astype(np.int64)
+    return TrainingData(matrix, items, [t.description for t in test.tasks], validation, digest, beyond_items)
 
 
 def train_checkpoint(
@@ -97,6 +101,9 @@ def train_checkpoint(
         aptitude_test_id=test.id,
         data_fingerprint=data.fingerprint,
         metrics=metrics,
+        training_records={
+            str(m): int(n) for m, n in zip(data.matrix.model_ids, data.records_beyond_items, strict=True)
+        },
         config=asdict(config),
         active=False,
     )

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from profiling.model_sat import ModelSat, aptitude_vectors
+from profiling.model_sat import ModelSat, aptitude_vectors, evidence_trust
 from service.settings import Settings
 from service.store.orm import AptitudeTest
 from service.store.readers import active_checkpoint, aptitude_matrix
@@ -25,7 +25,9 @@ class Stage2:
     scorer: ModelSat
     model_embeddings: Any  # torch.Tensor, models x dim
     has_aptitude: npt.NDArray[np.bool_]
-    trust: npt.NDArray[np.float64]  # per model, how far the scorer can be believed (1 = a model it was trained on)
+    # per model, how far the scorer can be believed: 0 for a model it never saw beyond the aptitude items, near 1
+    # for a model it was trained on with many records
+    trust: npt.NDArray[np.float64]
 
 
 def load_stage2(
@@ -52,4 +54,8 @@ def load_stage2(
     has_aptitude = (~np.isnan(matrix)).sum(axis=1) * 2 >= max(matrix.shape[1], 1)
     vectors = aptitude_vectors(matrix[:, :, None])
     trust = scorer.trust(vectors, settings.reranker_novelty_scale)
+    records = checkpoint.training_records
+    if records is not None:  # checkpoints trained before it was kept: the distance alone
+        counts = np.array([records.get(str(int(m)), 0) for m in model_ids], np.float64)
+        trust = trust * evidence_trust(counts, settings.reranker_evidence_pseudo_count)
     return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude, trust)

@@ -279,6 +279,9 @@ class RerankerCheckpoint(TimestampMixin, Base):
     active: Mapped[bool] = mapped_column(default=False)
     # Scale-out: the weights themselves, so every replica loads the active checkpoint without a shared disk.
     weights: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # Per model id: its training records beyond the aptitude items; the scorer's share in routing follows it (a
+    # model it never saw gets none). NULL for checkpoints trained before this was kept.
+    training_records: Mapped[dict[str, int] | None] = mapped_column(JsonType, nullable=True)
 
 
 class OperatingPoint(Base):
