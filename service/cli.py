@@ -370,6 +370,10 @@ def evaluate(
         ),
     ] = False,
     random_groups: Annotated[int, typer.Option(help="with --onboarding-sweep: how many random groups")] = 6,
+    store: Annotated[
+        bool,
+        typer.Option("--store", help="also keep the report in the database (CAPPROF_DATABASE_URL) for the console"),
+    ] = False,
 ) -> None:
     """Measure every router against random, best single, oracle and kNN on held-out queries."""
     from profiling.embedder import SentenceEmbedder
@@ -416,6 +420,29 @@ def evaluate(
     typer.echo(
         f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'cost_quality.png'} ({report['n_test']} test queries)"
     )
+    if store:
+        options = {
+            "data": str(data),
+            "test_ids": str(test_ids) if test_ids else None,
+            "new_models": str(new_models) if new_models else None,
+        }
+        run_id = store_evaluation_report(settings, report, options)
+        typer.echo(f"stored as evaluation run {run_id} (the console's Quality page shows the newest per benchmark)")
+
+
+def store_evaluation_report(settings: Settings, report: dict[str, Any], options: dict[str, Any]) -> int:
+    """Writes the report to the database alone (no vector store is opened, so a running server is not disturbed)."""
+    from sqlalchemy.orm import Session
+
+    from service.registry.evaluations import store_evaluation
+    from service.store.db import make_engine
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            return store_evaluation(session, report, options).id
+    finally:
+        engine.dispose()
 
 
 @app.command()
