@@ -305,7 +305,9 @@ def traffic(session: Session, start: date, end: date) -> dict[str, Any]:
 
 
 def calibration(session: Session) -> dict[str, Any]:
-    """Predicted P(correct) against observed feedback scores: ten bins, and the model_quality report per model."""
+    """Predicted P(correct) at decision time against the feedback score: ten bins, and per model (the most
+    feedback first). The model_quality report splits the same by dimension; one row per (feedback, dimension)
+    there would count a feedback several times here."""
     postgres = _dialect(session) == "postgresql"
     bucket = (
         "LEAST(FLOOR(d.estimated_p_correct * 10), 9)"
@@ -323,10 +325,10 @@ def calibration(session: Session) -> dict[str, Any]:
     ).all()
     models = session.execute(
         text(
-            """SELECT model, SUM(feedback) AS feedback,
-                      SUM(support * predicted_p_correct) / NULLIF(SUM(support), 0) AS predicted,
-                      SUM(support * observed_accuracy) / NULLIF(SUM(support), 0) AS observed
-               FROM model_quality GROUP BY model ORDER BY SUM(feedback) DESC, model LIMIT 20"""
+            """SELECT f.model AS model, COUNT(*) AS feedback, AVG(d.estimated_p_correct) AS predicted,
+                      AVG(f.score) AS observed
+               FROM feedback f JOIN routing_decisions d ON d.id = f.decision_id
+               GROUP BY f.model ORDER BY COUNT(*) DESC, f.model LIMIT 20"""
         )
     ).all()
     return {
