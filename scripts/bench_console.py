@@ -131,8 +131,8 @@ def time_pages(url: str, repeat: int, models: int) -> list[dict[str, Any]]:
         f"/console/models/model-{models // 2:05d}",
         "/console/profiles",
         f"/console/profiles?page={max(1, models // 80)}",
-        "/console/traffic",
-        "/console/traffic?from=" + time.strftime("%Y-%m-%d", time.gmtime(time.time() - 6 * 86400)),
+        "/console/traffic",  # the last 7 days
+        "/console/traffic?from=" + time.strftime("%Y-%m-%d", time.gmtime(time.time() - 29 * 86400)),  # all 30
         "/console/quality",
     ]
     results = []
@@ -158,7 +158,13 @@ def main() -> None:
     parser.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL server's admin database")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--database", help="time the pages of a database filled before (--keep), without filling")
     args = parser.parse_args()
+    if args.database:
+        url = make_url(args.admin_url).set(database=args.database).render_as_string(hide_password=False)
+        upgrade_database(url)
+        print(json.dumps(time_pages(url, args.repeat, args.models), indent=2))
+        return
     name = f"capprof_console_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -7,7 +7,7 @@ Sort keys come from whitelists (`MODEL_SORTS`); column names never come from a r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -30,6 +30,8 @@ MODEL_SORTS: dict[str, str] = {
 # keys read from the models table alone: the page is cut first and only its rows are aggregated
 _PLAIN_SORTS = {"name", "provider", "input_price", "output_price", "status", "upstream"}
 HEATMAP_DOMAINS = 12
+CALIBRATION_MODELS = 20
+USAGE_DAYS = 7  # "most-used" domains: by the traffic of the last week
 MIX_TOP = 10
 VOLUME_TOP_MODELS = 8
 
@@ -149,17 +151,20 @@ class Heatmap:
 
 
 def heatmap_dimensions(session: Session, domains: int = HEATMAP_DOMAINS) -> list[dict[str, Any]]:
-    """Every capability, then the most-used domains: by routed traffic, topped up by evaluation support."""
+    """Every capability, then the most-used domains: by the last week's routed traffic, topped up by evaluation
+    support (the domains the profiles know best) while there is little traffic."""
     capabilities = session.execute(
         text("SELECT id, kind, name FROM dimensions WHERE kind = 'capability' ORDER BY name")
     ).all()
+    today = datetime.now(UTC).date()
+    _, recent, params = _window(session, today - timedelta(days=USAGE_DAYS - 1), today, "x")
     used = session.execute(
         text(
-            """SELECT d.id, d.kind, d.name FROM decision_dimensions x JOIN dimensions d ON d.id = x.dimension_id
-               WHERE d.kind = 'domain' AND NOT d.catch_all
-               GROUP BY d.id, d.kind, d.name ORDER BY SUM(x.weight) DESC, d.name LIMIT :n"""
+            f"""SELECT d.id, d.kind, d.name FROM decision_dimensions x JOIN dimensions d ON d.id = x.dimension_id
+                WHERE {recent} AND d.kind = 'domain' AND NOT d.catch_all
+                GROUP BY d.id, d.kind, d.name ORDER BY SUM(x.weight) DESC, d.name LIMIT :n"""
         ),
-        {"n": domains},
+        params | {"n": domains},
     ).all()
     chosen = [dict(r._mapping) for r in used]
     if len(chosen) < domains:
@@ -195,10 +200,6 @@ def heatmap(session: Session, page: int, per_page: int) -> Heatmap:
     return Heatmap(dimensions, [m.name for m in models], cells, Page([], total, page, per_page))
 
 
-def _day_param(session: Session, day: date) -> object:
-    return day if _dialect(session) == "postgresql" else day.isoformat()
-
-
 def _days(start: date, end: date) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
@@ -207,58 +208,77 @@ def _day_text(value: object) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)[:10]
 
 
+def _window(session: Session, start: date, end: date, table: str) -> tuple[str, str, dict[str, object]]:
+    """(UTC day expression, WHERE clause, params) selecting `table`'s rows created in [start, end] (whole UTC days).
+
+    On PostgreSQL the bounds are instants, so the created_at indexes serve a short range."""
+    if _dialect(session) == "postgresql":
+        begin = datetime.combine(start, time.min, UTC)
+        finish = datetime.combine(end + timedelta(days=1), time.min, UTC)
+        where = f"{table}.created_at >= :begin AND {table}.created_at < :finish"
+        return f"CAST({table}.created_at AT TIME ZONE 'UTC' AS date)", where, {"begin": begin, "finish": finish}
+    day = f"date({table}.created_at)"
+    return day, f"{day} >= :begin AND {day} <= :finish", {"begin": start.isoformat(), "finish": end.isoformat()}
+
+
 def traffic(session: Session, start: date, end: date) -> dict[str, Any]:
-    """The Traffic page's series over [start, end] (whole UTC days), each read from an admin report view."""
-    params = {"start": _day_param(session, start), "end": _day_param(session, end)}
-    in_range = "day >= :start AND day <= :end"
+    """The Traffic page's series over [start, end] (whole UTC days).
+
+    Same definitions as the report views (README "Reporting": routing_volume, cost_savings, traffic_mix, latency),
+    read from the decision tables with the date range applied first: the views group all history by hour, caller
+    and model before any filter, which took seconds per chart at a million decisions."""
+    day, where, params = _window(session, start, end, "d")
     days = _days(start, end)
     top = [
-        r.model
+        r.chosen_model
         for r in session.execute(
             text(
-                f"""SELECT model, SUM(decisions) AS n FROM routing_volume WHERE {in_range} AND model IS NOT NULL
-                    GROUP BY model ORDER BY n DESC, model LIMIT {VOLUME_TOP_MODELS}"""
+                f"""SELECT d.chosen_model, COUNT(*) AS n FROM routing_decisions d
+                    WHERE {where} AND d.chosen_model IS NOT NULL
+                    GROUP BY d.chosen_model ORDER BY n DESC, d.chosen_model LIMIT {VOLUME_TOP_MODELS}"""
             ),
             params,
         )
     ]
     series: dict[str, dict[str, float]] = {m: {} for m in top}
-    other: dict[str, float] = {}
-    per_day = session.execute(
-        text(
-            f"""SELECT day, model, SUM(decisions) AS n FROM (
-                    SELECT day, CASE WHEN model IN :top THEN model ELSE NULL END AS model, decisions
-                    FROM routing_volume WHERE {in_range}) v
-                GROUP BY day, model"""
-        ).bindparams(bindparam("top", expanding=True)),
-        params | {"top": top or [""]},
-    )
-    for row in per_day:
-        target = series[row.model] if row.model is not None else other
-        target[_day_text(row.day)] = float(row.n)
-    volume = [{"label": m, "data": [series[m].get(d, 0.0) for d in days]} for m in top]
-    if any(other.values()):
-        volume.append({"label": "other models", "data": [other.get(d, 0.0) for d in days]})
-
+    if top:
+        per_day = session.execute(
+            text(
+                f"""SELECT {day} AS day, d.chosen_model, COUNT(*) AS n FROM routing_decisions d
+                    WHERE {where} AND d.chosen_model IN :top GROUP BY {day}, d.chosen_model"""
+            ).bindparams(bindparam("top", expanding=True)),
+            params | {"top": top},
+        )
+        for row in per_day:
+            series[row.chosen_model][_day_text(row.day)] = float(row.n)
+    # cost_savings' definitions: routed = actual (gateway) else feedback's cost else the estimate
     savings_rows = {
         _day_text(r.day): r
         for r in session.execute(
             text(
-                f"""SELECT day, SUM(decisions) AS decisions, SUM(routed_cost_usd) AS routed,
-                           SUM(best_model_cost_usd) AS best, SUM(most_expensive_cost_usd) AS most_expensive
-                    FROM cost_savings WHERE {in_range} GROUP BY day"""
+                f"""SELECT {day} AS day, COUNT(*) AS decisions,
+                           SUM(COALESCE(d.actual_cost_usd, f.cost_usd, d.estimated_cost_usd)) AS routed,
+                           SUM(d.baseline_best_cost_usd) AS best, SUM(d.baseline_max_cost_usd) AS most_expensive
+                    FROM routing_decisions d LEFT JOIN feedback f ON f.decision_id = d.id
+                    WHERE {where} GROUP BY {day}"""
             ),
             params,
         )
     }
+    volume = [{"label": m, "data": [series[m].get(d, 0.0) for d in days]} for m in top]
+    other = [
+        (float(savings_rows[d].decisions) if d in savings_rows else 0.0) - sum(series[m].get(d, 0.0) for m in top)
+        for d in days
+    ]
+    if any(other):
+        volume.append({"label": "other models", "data": other})
 
     def column(name: str) -> list[float | None]:
-        return [
-            float(getattr(savings_rows[d], name))
-            if d in savings_rows and getattr(savings_rows[d], name) is not None
-            else None
-            for d in days
-        ]
+        values: list[float | None] = []
+        for d in days:
+            value = getattr(savings_rows[d], name) if d in savings_rows else None
+            values.append(float(value) if value is not None else None)
+        return values
 
     routed, best = column("routed"), column("best")
     totals = {
@@ -268,73 +288,97 @@ def traffic(session: Session, start: date, end: date) -> dict[str, Any]:
     }
     totals["saved"] = totals["best"] - totals["routed"]
 
+    _, mix_where, mix_params = _window(session, start, end, "x")
+    weights = session.execute(
+        text(
+            f"""SELECT x.dimension_id, SUM(x.weight) AS weight FROM decision_dimensions x
+                WHERE {mix_where} GROUP BY x.dimension_id"""
+        ),
+        mix_params,
+    ).all()
+    names = {r.id: (r.kind, r.name) for r in session.execute(text("SELECT id, kind, name FROM dimensions"))}
     mix: dict[str, list[dict[str, Any]]] = {}
     for kind in ("capability", "domain"):
-        mix[kind] = [
-            {"dimension": r.dimension, "weight": float(r.weight)}
-            for r in session.execute(
-                text(
-                    f"""SELECT dimension, SUM(weight) AS weight FROM traffic_mix WHERE {in_range} AND kind = :kind
-                        GROUP BY dimension ORDER BY weight DESC, dimension LIMIT {MIX_TOP}"""
-                ),
-                params | {"kind": kind},
-            )
+        rows = [
+            (names[r.dimension_id][1], float(r.weight)) for r in weights if names.get(r.dimension_id, ("",))[0] == kind
         ]
+        rows.sort(key=lambda item: (-item[1], item[0]))
+        mix[kind] = [{"dimension": name, "weight": weight} for name, weight in rows[:MIX_TOP]]
 
-    _, latency_rows = run_report(
-        session,
-        "latency",
-        ReportFilters(start=datetime.combine(start, time.min), end=datetime.combine(end + timedelta(days=1), time.min)),
-    )
     return {
         "days": days,
         "volume": volume,
-        "savings": {
-            "routed": routed,
-            "best": best,
-            "most_expensive": column("most_expensive"),
-        },
+        "savings": {"routed": routed, "best": best, "most_expensive": column("most_expensive")},
         "totals": totals,
         "mix": mix,
-        "latency": {
-            "hours": [r["hour"] for r in latency_rows],
-            "p50": [r["p50_ms"] for r in latency_rows],
-            "p99": [r["p99_ms"] for r in latency_rows],
-        },
+        "latency": latency(session, start, end),
+    }
+
+
+def latency(session: Session, start: date, end: date) -> dict[str, list[Any]]:
+    """p50/p99 routing latency per UTC hour (the latency view's percentile_cont; SQLite: the report's Python)."""
+    if _dialect(session) != "postgresql":
+        _, report = run_report(
+            session,
+            "latency",
+            ReportFilters(
+                start=datetime.combine(start, time.min), end=datetime.combine(end + timedelta(days=1), time.min)
+            ),
+        )
+        return {
+            "hours": [r["hour"] for r in report],
+            "p50": [r["p50_ms"] for r in report],
+            "p99": [r["p99_ms"] for r in report],
+        }
+    _, where, params = _window(session, start, end, "d")
+    hour = "date_trunc('hour', d.created_at AT TIME ZONE 'UTC')"
+    rows = session.execute(
+        text(
+            f"""SELECT {hour} AS hour, percentile_cont(0.5) WITHIN GROUP (ORDER BY d.latency_ms) AS p50,
+                       percentile_cont(0.99) WITHIN GROUP (ORDER BY d.latency_ms) AS p99
+                FROM routing_decisions d WHERE {where} GROUP BY {hour} ORDER BY hour"""
+        ),
+        params,
+    ).all()
+    return {
+        "hours": [r.hour.strftime("%Y-%m-%dT%H:%M:%S") for r in rows],
+        "p50": [float(r.p50) for r in rows],
+        "p99": [float(r.p99) for r in rows],
     }
 
 
 def calibration(session: Session) -> dict[str, Any]:
     """Predicted P(correct) at decision time against the feedback score: ten bins, and per model (the most
     feedback first). The model_quality report splits the same by dimension; one row per (feedback, dimension)
-    there would count a feedback several times here."""
+    there would count a feedback several times here. PostgreSQL makes both in one pass (grouping sets)."""
     postgres = _dialect(session) == "postgresql"
     bucket = (
         "LEAST(FLOOR(d.estimated_p_correct * 10), 9)"
         if postgres
         else "MIN(CAST(d.estimated_p_correct * 10 AS INTEGER), 9)"
     )
-    bins = session.execute(
-        text(
-            f"""SELECT {bucket} AS bin, COUNT(*) AS n, AVG(d.estimated_p_correct) AS predicted,
-                       AVG(f.score) AS observed
-                FROM feedback f JOIN routing_decisions d ON d.id = f.decision_id
-                WHERE d.estimated_p_correct IS NOT NULL
-                GROUP BY {bucket} ORDER BY bin"""
-        )
-    ).all()
-    models = session.execute(
-        text(
-            """SELECT f.model AS model, COUNT(*) AS feedback, AVG(d.estimated_p_correct) AS predicted,
-                      AVG(f.score) AS observed
-               FROM feedback f JOIN routing_decisions d ON d.id = f.decision_id
-               GROUP BY f.model ORDER BY COUNT(*) DESC, f.model LIMIT 20"""
-        )
-    ).all()
+    joined = """FROM feedback f JOIN routing_decisions d ON d.id = f.decision_id
+                WHERE d.estimated_p_correct IS NOT NULL"""
+    measures = "COUNT(*) AS n, AVG(d.estimated_p_correct) AS predicted, AVG(f.score) AS observed"
+    if postgres:
+        rows = session.execute(
+            text(
+                f"""SELECT GROUPING(f.model) AS by_bin, f.model AS model, {bucket} AS bin, {measures} {joined}
+                    GROUP BY GROUPING SETS ((f.model), ({bucket}))"""
+            )
+        ).all()
+        bins = [r for r in rows if r.by_bin]
+        models = [r for r in rows if not r.by_bin]
+    else:
+        bins = list(session.execute(text(f"SELECT {bucket} AS bin, {measures} {joined} GROUP BY {bucket}")))
+        models = list(session.execute(text(f"SELECT f.model AS model, {measures} {joined} GROUP BY f.model")))
     return {
         "bins": [
             {"bin": int(r.bin), "n": int(r.n), "predicted": float(r.predicted), "observed": float(r.observed)}
-            for r in bins
+            for r in sorted(bins, key=lambda r: r.bin)
         ],
-        "models": [dict(r._mapping) for r in models],
+        "models": [
+            {"model": r.model, "feedback": int(r.n), "predicted": r.predicted, "observed": r.observed}
+            for r in sorted(models, key=lambda r: (-r.n, r.model))[:CALIBRATION_MODELS]
+        ],
     }

@@ -59,6 +59,7 @@ HEADERS = {
 DEFAULT_PAGE = "/console/models"
 LOCAL_NEXT = re.compile(r"/console(/[A-Za-z0-9._~%/?&=+:,-]*)?")
 TRAFFIC_MAX_DAYS = 366
+DEFAULT_DAYS = 7  # the Traffic page's range unless one is picked
 
 
 def safe_next(target: str | None) -> str:
@@ -300,12 +301,12 @@ def traffic(
     user: UserDep,
     session: SessionDep,
     start: Annotated[
-        date | None, Query(alias="from", description="first day (UTC), default 29 days before `to`")
+        date | None, Query(alias="from", description="first day (UTC), default 6 days before `to`")
     ] = None,
     end: Annotated[date | None, Query(alias="to", description="last day (UTC), default today")] = None,
 ) -> Response:
     end = end or datetime.now(UTC).date()
-    start = start or end - timedelta(days=29)
+    start = start or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="from: after `to`")
     if (end - start).days >= TRAFFIC_MAX_DAYS:
