@@ -16,10 +16,11 @@ from profiling.embedding_cache import CachedEmbedder
 from service.console.session import SESSION_COOKIE, admin_fingerprint, sign
 from service.registry.evaluations import latest_evaluations, store_evaluation
 from service.registry.keys import revoke_key
-from service.runtime import Runtime
+from service.runtime import Runtime, upgrade_database
+from service.store.db import make_engine
 from service.store.orm import LlmModel
 from service.store.vector_store import VectorStore
-from tests.conftest import ADMIN, REPO
+from tests.conftest import ADMIN, REPO, ThrowawayDatabases
 from tests.operating import MODELS, new_key, operating_client
 
 ADMIN_KEY = ADMIN["X-Admin-Key"]
@@ -239,3 +240,38 @@ def test_console_files_are_served_from_the_package_and_nothing_else(console) -> 
     assert "MIT" in client.get("/console/static/chart.js.LICENSE.md").text
     for name in ("..%2Fsession.py", "session.py", ".hidden.js", "missing.js"):
         assert client.get(f"/console/static/{name}").status_code == 404, name
+
+
+def test_capprof_evaluate_store_writes_the_run_into_the_configured_database(
+    databases: ThrowawayDatabases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--store keeps the evaluation's report in the settings' database; without it nothing is stored."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+
+    url = databases.new()
+    upgrade_database(url)
+    report = json.loads((REPO / "docs" / "results" / "mmlu_pro" / "report.json").read_text())
+
+    def fake_evaluation(data: Path, benchmark: str, out: Path, *args: object, **kwargs: object) -> dict[str, object]:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(f"# {benchmark}\n")
+        return report | {"benchmark": benchmark}
+
+    monkeypatch.setattr("service.jobs.evaluate.evaluate", fake_evaluation)
+    env = {"CAPPROF_DATABASE_URL": url, "CAPPROF_DATA_DIR": str(tmp_path)}
+    base = ["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "out")]
+    for benchmark, extra in (("not-stored", []), ("mmlu_pro", ["--store"])):
+        result = CliRunner().invoke(cli, [*base, "--benchmark", benchmark, *extra], env=env)
+        assert result.exit_code == 0, result.output
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            runs = latest_evaluations(session)
+            assert [r.benchmark for r in runs] == ["mmlu_pro"]
+            assert runs[0].report["cost_quality"] == report["cost_quality"] and runs[0].options["data"] == str(tmp_path)
+    finally:
+        engine.dispose()
