@@ -5,6 +5,7 @@
   const palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"];
 
   function draw() {
+    Chart.defaults.animation = false;  // the figures are read, not watched: draw them at once
     document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
       const source = document.getElementById(canvas.dataset.chart);
       if (!source) { return; }
