@@ -96,13 +96,15 @@ UserDep = Annotated[ConsoleUser, Depends(console_user)]
 
 
 def _check_origin(request: Request) -> None:
-    """A cross-site form post is refused even before its token is looked at (SameSite=Strict is the first guard)."""
+    """A cross-site form post is refused even before its token is looked at (SameSite=Strict is the first guard).
+
+    Host names are compared, not ports or schemes: a proxy in front (deploy/nginx.conf passes `Host $host`, without
+    the port; TLS may end there) changes those between the browser and this process."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin != "null":
-        parts = urlsplit(origin)
-        if (parts.scheme, parts.netloc) != (request.url.scheme, request.url.netloc):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="csrf: cross-origin form post refused")
-    elif origin == "null":
+    if origin is None:
+        return
+    host = urlsplit(origin).hostname if origin != "null" else None
+    if host is None or host.lower() != (request.url.hostname or "").lower():
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="csrf: cross-origin form post refused")
 
 
