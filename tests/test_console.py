@@ -21,7 +21,7 @@ from service.store.db import make_engine
 from service.store.orm import LlmModel
 from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, REPO, ThrowawayDatabases
-from tests.operating import MODELS, new_key, operating_client
+from tests.operating import CODING, HISTORY, MODELS, new_key, operating_client
 
 ADMIN_KEY = ADMIN["X-Admin-Key"]
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -279,3 +279,33 @@ def test_capprof_evaluate_store_writes_the_run_into_the_configured_database(
             assert runs[0].report["cost_quality"] == report["cost_quality"] and runs[0].options["data"] == str(tmp_path)
     finally:
         engine.dispose()
+
+
+def _chart(page: str, name: str) -> dict[str, object]:
+    import json
+
+    found = re.search(rf'<script type="application/json" id="data-{name}">(.*?)</script>', page, re.S)
+    assert found, name
+    return json.loads(found.group(1))
+
+
+def test_traffic_counts_each_decision_once_per_day_model_and_dimension(console) -> None:  # type: ignore[no-untyped-def]
+    client, _ = console
+    queries = [*HISTORY, *CODING]
+    for query in queries:
+        assert client.post("/v1/route", json={"query": query, "lambda": 0}, headers=ADMIN).status_code == 200
+    assert client.app.state.decision_log.flush() == len(queries)  # type: ignore[attr-defined]
+    log_in(client, ADMIN_KEY)
+    page = client.get("/console/traffic").text
+    assert f"{len(queries)} decisions:" in page
+    volume = _chart(page, "volume")["data"]
+    assert sum(sum(d["data"]) for d in volume["datasets"]) == len(queries)  # type: ignore[index]
+    assert {d["label"] for d in volume["datasets"]} <= {m["name"] for m in MODELS}  # type: ignore[index]
+    savings = _chart(page, "savings")["data"]["datasets"]  # type: ignore[index]
+    assert sum(x for x in savings[0]["data"] if x is not None) > 0  # the routed cost
+    mix = _chart(page, "mix_capability")["data"]["datasets"][0]["data"]  # type: ignore[index]
+    assert 0 < sum(mix) <= len(queries) + 1e-6  # weights: each query's capability weights sum to at most 1
+    latency = _chart(page, "latency")["data"]["datasets"]  # type: ignore[index]
+    assert all(p50 is not None and p50 <= p99 for p50, p99 in zip(latency[0]["data"], latency[1]["data"], strict=True))
+    earlier = client.get("/console/traffic?from=2020-01-01&to=2020-01-31").text
+    assert "0 decisions:" in earlier
