@@ -229,52 +229,62 @@ def traffic(session: Session, start: date, end: date) -> dict[str, Any]:
     and model before any filter, which took seconds per chart at a million decisions."""
     day, where, params = _window(session, start, end, "d")
     days = _days(start, end)
-    # One pass over the range: per day and chosen model, then the busiest models keep their own series and the rest
-    # is summed per day. cost_savings' definitions: routed = actual (gateway) else feedback's cost else the estimate.
-    per_model_day = session.execute(
-        text(
-            f"""WITH g AS (
-                    SELECT {day} AS day, d.chosen_model AS model, COUNT(*) AS n,
+    top = [
+        r.chosen_model
+        for r in session.execute(
+            text(
+                f"""SELECT d.chosen_model, COUNT(*) AS n FROM routing_decisions d
+                    WHERE {where} AND d.chosen_model IS NOT NULL
+                    GROUP BY d.chosen_model ORDER BY n DESC, d.chosen_model LIMIT {VOLUME_TOP_MODELS}"""
+            ),
+            params,
+        )
+    ]
+    series: dict[str, dict[str, float]] = {m: {} for m in top}
+    if top:
+        per_day = session.execute(
+            text(
+                f"""SELECT {day} AS day, d.chosen_model, COUNT(*) AS n FROM routing_decisions d
+                    WHERE {where} AND d.chosen_model IN :top GROUP BY {day}, d.chosen_model"""
+            ).bindparams(bindparam("top", expanding=True)),
+            params | {"top": top},
+        )
+        for row in per_day:
+            series[row.chosen_model][_day_text(row.day)] = float(row.n)
+    # cost_savings' definitions: routed = actual (gateway) else feedback's cost else the estimate
+    savings_rows = {
+        _day_text(r.day): r
+        for r in session.execute(
+            text(
+                f"""SELECT {day} AS day, COUNT(*) AS decisions,
                            SUM(COALESCE(d.actual_cost_usd, f.cost_usd, d.estimated_cost_usd)) AS routed,
                            SUM(d.baseline_best_cost_usd) AS best, SUM(d.baseline_max_cost_usd) AS most_expensive
                     FROM routing_decisions d LEFT JOIN feedback f ON f.decision_id = d.id
-                    WHERE {where} GROUP BY {day}, d.chosen_model),
-                top AS (
-                    SELECT model FROM g WHERE model IS NOT NULL GROUP BY model
-                    ORDER BY SUM(n) DESC, model LIMIT {VOLUME_TOP_MODELS})
-                SELECT g.day, t.model AS model, SUM(g.n) AS n, SUM(g.routed) AS routed, SUM(g.best) AS best,
-                       SUM(g.most_expensive) AS most_expensive
-                FROM g LEFT JOIN top t ON t.model = g.model
-                GROUP BY g.day, t.model"""
-        ),
-        params,
-    ).all()
-    totals_by_day: dict[str, dict[str, float]] = {}
-    series: dict[str, dict[str, float]] = {}
-    for row in per_model_day:
-        when = _day_text(row.day)
-        if row.model is not None:
-            series.setdefault(row.model, {})[when] = float(row.n)
-        bucket = totals_by_day.setdefault(when, {"decisions": 0.0})
-        bucket["decisions"] += float(row.n)
-        for name in ("routed", "best", "most_expensive"):
-            value = getattr(row, name)
-            if value is not None:
-                bucket[name] = bucket.get(name, 0.0) + float(value)
-    top = sorted(series, key=lambda m: (-sum(series[m].values()), m))
+                    WHERE {where} GROUP BY {day}"""
+            ),
+            params,
+        )
+    }
     volume = [{"label": m, "data": [series[m].get(d, 0.0) for d in days]} for m in top]
-    other = [totals_by_day.get(d, {}).get("decisions", 0.0) - sum(series[m].get(d, 0.0) for m in top) for d in days]
+    other = [
+        (float(savings_rows[d].decisions) if d in savings_rows else 0.0) - sum(series[m].get(d, 0.0) for m in top)
+        for d in days
+    ]
     if any(other):
         volume.append({"label": "other models", "data": other})
 
     def column(name: str) -> list[float | None]:
-        return [totals_by_day.get(d, {}).get(name) for d in days]
+        values: list[float | None] = []
+        for d in days:
+            value = getattr(savings_rows[d], name) if d in savings_rows else None
+            values.append(float(value) if value is not None else None)
+        return values
 
     routed, best = column("routed"), column("best")
     totals = {
         "routed": sum(x for x in routed if x is not None),
         "best": sum(x for x in best if x is not None),
-        "decisions": int(sum(b["decisions"] for b in totals_by_day.values())),
+        "decisions": int(sum(float(r.decisions) for r in savings_rows.values())),
     }
     totals["saved"] = totals["best"] - totals["routed"]
 
