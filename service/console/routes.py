@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, sta
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.auth import Caller
@@ -40,6 +41,7 @@ from service.console.session import (
 )
 from service.registry.evaluations import latest_evaluations
 from service.runtime import Runtime
+from service.store.orm import OperatingPoint
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -350,10 +352,7 @@ def traffic(
 
 
 def _presets(session: Session) -> list[str]:
-    from sqlalchemy import select
-
-    from service.store.orm import OperatingPoint
-
+    """The calibrated presets a route may name, cheapest first (none until `capprof presets calibrate`)."""
     return list(session.scalars(select(OperatingPoint.name).order_by(OperatingPoint.validation_cost_per_query)))
 
 
