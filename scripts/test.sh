@@ -12,6 +12,15 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at 127.0.0.1:5432" >&2; exit 1; }
 
+# The console's browser test drives Debian's chromium (never a downloaded browser); installed once, as root.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "chromium is not installed: the console browser test will skip (and fail under CI)" >&2
+  fi
+fi
+
 export CAPPROF_TEST_EMBEDDING_CACHE=${CAPPROF_TEST_EMBEDDING_CACHE:-$PWD/.capprof/test-embeddings}
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -33,6 +33,7 @@ from service.api.limits import BodyLimit, RateLimit
 from service.api.request_id import REQUEST_ID, RequestIdMiddleware
 from service.api.route_metrics import RouteErrorMetrics
 from service.api.schemas import pattern_problem
+from service.console.routes import router as console_router
 from service.gateway.upstream import UpstreamPool
 from service.metrics import Metrics
 from service.registry.catalog import ensure_seed_dimensions
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.add_exception_handler(qdrant_error, _unavailable("vector store (Qdrant)"))
     for module in (health, models, dimensions, routing, aptitude, reranker, feedback, keys, reports, openai_gateway):
         app.include_router(module.router)
+    app.include_router(console_router)
     # Limits: the body cap, then the per-caller rate limit; outside them the request log, and outermost the
     # request id, so every response (refusals included) carries its id and every request is logged.
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)

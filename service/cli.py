@@ -376,6 +376,10 @@ def evaluate(
             min=1, help="cross-validate: repeat over this many random splits (seeds SEED, SEED+1, ...) and summarise"
         ),
     ] = 1,
+    store: Annotated[
+        bool,
+        typer.Option("--store", help="also keep the report in the database (CAPPROF_DATABASE_URL) for the console"),
+    ] = False,
 ) -> None:
     """Measure every router against random, best single, oracle and kNN on held-out queries."""
     from profiling.embedder import SentenceEmbedder
@@ -400,9 +404,11 @@ def evaluate(
         typer.echo((out / "onboarding.md").read_text())
         return
     if splits > 1:
-        if test_ids is not None or new_models is not None:
+        if test_ids is not None or new_models is not None or store:
             typer.echo(
-                "evaluate: --splits draws its own test queries; it takes no --test-ids or --new-models", err=True
+                "evaluate: --splits draws its own test queries and keeps its reports in files; "
+                "it takes no --test-ids, --new-models or --store",
+                err=True,
             )
             raise typer.Exit(2)
         try:
@@ -444,6 +450,29 @@ def evaluate(
     typer.echo(
         f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'cost_quality.png'} ({report['n_test']} test queries)"
     )
+    if store:
+        options = {
+            "data": str(data),
+            "test_ids": str(test_ids) if test_ids else None,
+            "new_models": str(new_models) if new_models else None,
+        }
+        run_id = store_evaluation_report(settings, report, options)
+        typer.echo(f"stored as evaluation run {run_id} (the console's Quality page shows the newest per benchmark)")
+
+
+def store_evaluation_report(settings: Settings, report: dict[str, Any], options: dict[str, Any]) -> int:
+    """Writes the report to the database alone (no vector store is opened, so a running server is not disturbed)."""
+    from sqlalchemy.orm import Session
+
+    from service.registry.evaluations import store_evaluation
+    from service.store.db import make_engine
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            return store_evaluation(session, report, options).id
+    finally:
+        engine.dispose()
 
 
 @app.command()

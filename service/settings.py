@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     retention_purge_interval_s: float | None = Field(
         default=3600.0, gt=0, description="how often expired decision data is purged (None: start-up only)"
     )
+    # Admin console (service/console/).
+    console_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30, description="how long a console login lasts before the key is asked again"
+    )
     # OpenAI-compatible gateway (service/gateway/).
     gateway_max_fallbacks: int = Field(default=2, ge=0, le=10, description="alternatives tried after the first")
     gateway_connect_timeout_s: float = Field(default=5.0, gt=0, description="per upstream: connecting")

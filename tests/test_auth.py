@@ -57,6 +57,23 @@ SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/admin/reports"): "admin",
     ("GET", "/admin/reports/{name}"): "admin",
 }
+# The console authenticates with its own session cookie (an admin key given once to its login form), not key
+# headers; tests/test_console.py checks its refusals.
+CONSOLE = "console"
+SCOPES |= {
+    ("GET", "/console/login"): OPEN,
+    ("POST", "/console/login"): CONSOLE,
+    ("POST", "/console/logout"): CONSOLE,
+    ("GET", "/console"): CONSOLE,
+    ("GET", "/console/static/{name}"): OPEN,
+    ("GET", "/console/models"): CONSOLE,
+    ("GET", "/console/models/{name:path}"): CONSOLE,
+    ("GET", "/console/profiles"): CONSOLE,
+    ("GET", "/console/traffic"): CONSOLE,
+    ("GET", "/console/try"): CONSOLE,
+    ("POST", "/console/try"): CONSOLE,
+    ("GET", "/console/quality"): CONSOLE,
+}
 SMALLER = {"read": "route", "admin": "read"}
 
 
@@ -105,7 +122,7 @@ def test_protected_routes_refuse_missing_wrong_revoked_and_too_small_keys(keyed)
         "basic auth": {"Authorization": "Basic YWRtaW46YWRtaW4="},
     }
     for (method, path), scope in sorted(SCOPES.items(), key=str):
-        if scope is OPEN:
+        if scope is OPEN or scope == CONSOLE:
             continue
         for case, headers in refusals.items():
             assert _call(client, method, path, headers) == 401, (method, path, case)
@@ -119,8 +136,9 @@ def test_protected_routes_refuse_missing_wrong_revoked_and_too_small_keys(keyed)
 def test_open_routes_answer_without_a_key(keyed) -> None:  # type: ignore[no-untyped-def]
     client, _, _ = keyed
     for (method, path), scope in SCOPES.items():
-        if scope is OPEN and path != "/readyz":
+        if scope is OPEN and path not in ("/readyz", "/console/static/{name}"):
             assert client.request(method, path).status_code == 200, path
+    assert client.get("/console/static/console.js").status_code == 200
 
 
 def test_the_stored_hash_is_not_a_key_and_the_secret_is_not_in_the_database(keyed) -> None:  # type: ignore[no-untyped-def]

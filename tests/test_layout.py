@@ -25,6 +25,19 @@ FORBIDDEN = (
     ("service.registry", "service.gateway"),
     ("service.gateway", "service.registry"),
     ("service.gateway", "service.api"),
+    # the console sits on top, beside api/: nothing below it may reach up into it
+    *(
+        (package, "service.console")
+        for package in (
+            "profiling",
+            "service.store",
+            "service.registry",
+            "service.routing",
+            "service.gateway",
+            "service.api",
+            "service.jobs",
+        )
+    ),
 )
 
 

@@ -12,15 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from profiling.embedding_cache import CachedEmbedder
-from profiling.model_sat import ModelSatConfig
 from service.app import create_app
-from service.jobs.calibrate import calibrate_presets
-from service.registry.aptitude import build_test
-from service.registry.checkpoints import activate, train_checkpoint
-from service.registry.importer import import_data
-from service.runtime import Runtime, upgrade_database
-from service.store.vector_store import VectorStore
-from tests.conftest import REPO, ThrowawayDatabases, make_settings
+from tests.conftest import REPO, ThrowawayDatabases
+from tests.demo import demo_runtime
 
 README = REPO / "README.md"
 
@@ -118,24 +112,8 @@ def as_request(argv: list[str]) -> tuple[str, str, dict[str, str], str | None]:
 def demo(
     databases: ThrowawayDatabases, embedder: CachedEmbedder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
-    """`make run` in process: migrate, import data/, build the aptitude test, train and activate a re-ranker,
-    calibrate the presets."""
-    url = databases.new()
-    upgrade_database(url)
-    tmp = tmp_path_factory.mktemp("demo")
-    settings = make_settings(tmp, database_url=url, admin_key="changethis")  # the README's development key
-    store = VectorStore.from_settings(settings, embedder.dimension)
-    runtime = Runtime(settings, embedder=embedder, store=store)
-    with runtime.transaction() as session:
-        import_data(session, store, embedder, settings, REPO / "data", progress=False)
-        build_test(session, store)
-        # A small scorer keeps the test fast; what the examples touch (versions, activation) is the same.
-        checkpoint = train_checkpoint(
-            session, store, embedder, settings, ModelSatConfig(epochs=2, hidden=32, model_dim=16)
-        )
-        activate(session, checkpoint.version)
-        runtime.router.reload(session, store)
-        calibrate_presets(session, store, runtime.router)  # `make run` calibrates the presets too
+    """`make run` in process (tests/demo.py), with the README's development admin key."""
+    runtime = demo_runtime(databases, embedder, tmp_path_factory.mktemp("demo"))
     with TestClient(create_app(runtime=runtime)) as client:
         yield client
 

@@ -32,6 +32,7 @@ from service.api.schemas import (
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
 from service.routing.engine import NoModelsError, PresetError, RouteOptions, resolve_cost_weight
+from service.routing.microbatch import MicroBatcher
 from service.runtime import Runtime
 from service.store.orm import OperatingPoint
 
@@ -209,6 +210,14 @@ async def route(
     caller: RouteKeyDep,
 ) -> RouteResponse:
     """Choose the model for one query (or chat) under the given cost knob and constraints."""
+    return await route_one(body, runtime, batcher, log, metrics, caller)
+
+
+async def route_one(
+    body: RouteRequest, runtime: Runtime, batcher: MicroBatcher, log: DecisionLog, metrics: Metrics, caller: Caller
+) -> RouteResponse:
+    """POST /v1/route's whole path (limits, names, budget, embedding, decision, log); the console's "try a query"
+    uses it too, so what it shows is what the API would answer."""
     started = time.perf_counter()
     texts, cut = _limited(runtime, [body])
     _check_names(runtime, [body])

@@ -167,7 +167,11 @@ class RoutingDecision(Base):
     """One answered route request, kept for usage, cost and quality reports."""
 
     __tablename__ = "routing_decisions"
-    __table_args__ = (Index("ix_routing_decisions_key_name_created_at", "key_name", "created_at"),)
+    __table_args__ = (
+        Index("ix_routing_decisions_key_name_created_at", "key_name", "created_at"),
+        # the console's model page: a model's recent decisions without sorting all of them
+        Index("ix_routing_decisions_chosen_model_created_at", "chosen_model", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -398,3 +402,17 @@ class DataImport(TimestampMixin, Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     path: Mapped[str] = mapped_column(String(1000))
     families: Mapped[list[str]] = mapped_column(JsonType)
+
+
+# Console (issue 14): evaluation reports kept for the Quality page.
+class EvaluationRun(TimestampMixin, Base):
+    """One `capprof evaluate --store` run: its report.json as written (cost-quality curves included)."""
+
+    __tablename__ = "evaluation_runs"
+    __table_args__ = (Index("ix_evaluation_runs_benchmark_created_at", "benchmark", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    benchmark: Mapped[str] = mapped_column(String(100))
+    seed: Mapped[int] = mapped_column(Integer)
+    options: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    report: Mapped[dict[str, Any]] = mapped_column(JsonType)

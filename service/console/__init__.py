@@ -1,0 +1,1 @@
+"""The admin web console (/console): server-rendered pages over the same stores, reports and routing path."""
