@@ -16,10 +16,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.registry.keys import BOOTSTRAP_ADMIN, hash_key
+from service.registry.keys import BOOTSTRAP_ADMIN, find_active_key, hash_key
 from service.settings import Settings
 from service.store.orm import ApiKey
 
@@ -85,8 +84,8 @@ def login_payload(settings: Settings, key: str, session: Session) -> dict[str, o
     sid = secrets.token_urlsafe(16)
     if key and secrets.compare_digest(key.encode(), settings.admin_key.get_secret_value().encode()):
         return {"k": None, "n": BOOTSTRAP_ADMIN, "f": admin_fingerprint(settings), "exp": exp, "sid": sid}
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(settings.resolved_key_secret, key)))
-    if not key or row is None or row.revoked_at is not None:
+    row = find_active_key(session, settings.resolved_key_secret, key)
+    if row is None:
         return "invalid"
     if row.scopes != "admin":
         return "scope"
