@@ -535,6 +535,12 @@ def onboard(
 def serve(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="proxies whose X-Forwarded-Proto/For are believed (comma-separated, or '*'); default 127.0.0.1"
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
@@ -550,7 +556,7 @@ def serve(
     except StoreBusyError as exc:
         typer.echo(f"serve: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, forwarded_allow_ips=forwarded_allow_ips)
 
 
 # Issue 11: API keys, admin reports, reporting grants, retention purge.

@@ -50,6 +50,9 @@ def test_compose_runs_two_api_replicas_behind_a_proxy_on_one_postgres_and_one_qd
     for name in replicas:
         assert f"server {name}:8000" in config, f"the proxy does not send traffic to {name}"
     assert "proxy_pass http://capprof_api" in config
+    # behind a TLS proxy the console's session cookie is Secure only if the replicas learn the original scheme
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in config
+    assert all("--forwarded-allow-ips" in services[name]["command"] for name in replicas)
 
 
 def test_dockerfile_pins_torch_and_installs_the_package() -> None:
