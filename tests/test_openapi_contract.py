@@ -65,11 +65,18 @@ def api_schema(
 REFERENCE_FIELDS = re.compile(r"(query_id|candidates|item_id|preset|candidates/max_cost/exclude_\*)$")
 
 
-def _refers_to_nothing_stored(response: Response) -> bool:
+# Nor can it say that one parameter must come after another: a report range whose end is not after its start is
+# refused (422 naming `to`) however well formed each bound is.
+CROSS_FIELD_RULES = {("to", "must be after from")}
+
+
+def _refused_beyond_what_a_schema_says(response: Response) -> bool:
     if response.status_code != 422:
         return False
     errors = response.json().get("errors", [])
-    return bool(errors) and all(REFERENCE_FIELDS.search(e["field"]) for e in errors)
+    return bool(errors) and all(
+        REFERENCE_FIELDS.search(e["field"]) or (e["field"], e["problem"]) in CROSS_FIELD_RULES for e in errors
+    )
 
 
 def _has_inputs(operation: schemathesis.APIOperation) -> bool:
@@ -93,7 +100,7 @@ def test_every_operation_keeps_its_schema(api_schema: schemathesis.BaseSchema, m
         )
         def exercise(case: schemathesis.Case) -> None:
             response = case.call(headers=ADMIN)
-            excluded = [positive_data_acceptance] if _refers_to_nothing_stored(response) else []
+            excluded = [positive_data_acceptance] if _refused_beyond_what_a_schema_says(response) else []
             case.validate_response(response, headers=ADMIN, excluded_checks=excluded)
 
         try:
