@@ -74,11 +74,12 @@ class Settings(BaseSettings):
         ge=0.0,
         description="RMS aptitude distance from the training models at which the scorer's share falls to 1/e (0: off)",
     )
-    reranker_evidence_pseudo_count: float = Field(
-        default=100.0,
+    reranker_evidence_pseudo_count: float | None = Field(
+        default=None,
         ge=0.0,
-        description="a model's training records (beyond the aptitude items) at which the scorer's share is half: "
-        "a model the scorer was not trained on keeps its stage-1 estimate",
+        description="off by default (None): a model's training records (beyond the aptitude items) at which the "
+        "scorer's share is half, so a model it was not trained on keeps its stage-1 estimate; measured worse on "
+        "zeroeval's onboarding sweep than the scorer's zero-shot guess (docs/evaluation.md)",
     )
 
     # Serving.

@@ -123,6 +123,7 @@ def test_the_scorer_does_not_guess_for_a_model_it_was_not_trained_on(trained: Ru
     from service.store.orm import AptitudeItem, EvalRecord, LlmModel
 
     runtime = trained
+    runtime.settings.reranker_evidence_pseudo_count = 100.0  # off by default (docs/evaluation.md says why)
     with runtime.sessions() as session:
         original = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
         assert original is not None

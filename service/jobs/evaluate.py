@@ -206,7 +206,7 @@ def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
     return items
 
 
-def trust_settings(settings: Settings) -> tuple[float, float]:
+def trust_settings(settings: Settings) -> tuple[float, float | None]:
     return settings.reranker_novelty_scale, settings.reranker_evidence_pseudo_count
 
 
@@ -219,7 +219,7 @@ def train_sat(
     seed: int,
     device: str,
     novelty_scale: float,
-    evidence_pseudo_count: float,
+    evidence_pseudo_count: float | None,
 ) -> tuple[Matrix, Matrix, Matrix, dict[str, float]]:
     """Train Model-SAT on the training rows of `trained_models`: P(correct) for every (test query, model) and
     (validation query, model), and the scorer's trust per model (none for models it was not trained on, lower
@@ -245,7 +245,9 @@ def train_sat(
     beyond_items = [i for i in train if i not in item_rows]
     records = np.zeros(len(split.models))
     records[trained_models] = (~np.isnan(split.outcomes[np.ix_(beyond_items, trained_models)])).sum(axis=0)
-    trust = sat.trust(model_vectors, novelty_scale) * evidence_trust(records, evidence_pseudo_count)
+    trust = sat.trust(model_vectors, novelty_scale)
+    if evidence_pseudo_count is not None:
+        trust = trust * evidence_trust(records, evidence_pseudo_count)
     return p_test, p_validation, trust, metrics
 
 

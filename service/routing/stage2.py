@@ -55,7 +55,7 @@ def load_stage2(
     vectors = aptitude_vectors(matrix[:, :, None])
     trust = scorer.trust(vectors, settings.reranker_novelty_scale)
     records = checkpoint.training_records
-    if records is not None:  # checkpoints trained before it was kept: the distance alone
+    if records is not None and settings.reranker_evidence_pseudo_count is not None:
         counts = np.array([records.get(str(int(m)), 0) for m in model_ids], np.float64)
         trust = trust * evidence_trust(counts, settings.reranker_evidence_pseudo_count)
     return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude, trust)
