@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from profiling.embedding_cache import CachedEmbedder
 from service.jobs.evaluate import PLAIN_KNN_K, evaluate
 from service.settings import Settings
@@ -22,10 +24,10 @@ BASELINES = ("best_single", f"plain_knn_k{PLAIN_KNN_K}")
 
 
 def _mean_sd(values: Sequence[float]) -> dict[str, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "sd": sd, "min": min(values), "max": max(values)}
+    """Mean, sample standard deviation (0 for one split), min and max."""
+    a = np.asarray(values, np.float64)
+    sd = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return {"mean": float(a.mean()), "sd": sd, "min": float(a.min()), "max": float(a.max())}
 
 
 def summarise(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:

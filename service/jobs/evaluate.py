@@ -195,6 +195,23 @@ def stage1_estimates(
     return reorder(est), reorder(val)
 
 
+def split_aptitude(
+    split: Split, vectors: npt.NDArray[np.float32], new: Sequence[str]
+) -> tuple[list[int], AptitudeTest, set[int]]:
+    """The columns of the models already known, the aptitude test built from their training outcomes, and the rows
+    of its items (the only training rows a new model keeps; none when no model is new)."""
+    old = [i for i, m in enumerate(split.models) if m not in set(new)]
+    train = split.train_rows
+    queries = split.family.queries
+    aptitude = build_aptitude_test(
+        [queries[i].text for i in train],
+        [queries[i].subject or queries[i].domain for i in train],
+        vectors[train],
+        split.outcomes[np.ix_(train, old)],
+    )
+    return old, aptitude, ({train[r] for r in aptitude.item_rows} if new else set())
+
+
 def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
     """(models x tasks x items) outcomes of every model on the aptitude items (NaN = not answered)."""
     train = split.train_rows
@@ -206,10 +223,6 @@ def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
     return items
 
 
-def trust_settings(settings: Settings) -> tuple[float, float | None]:
-    return settings.reranker_novelty_scale, settings.reranker_evidence_pseudo_count
-
-
 def train_sat(
     split: Split,
     aptitude: AptitudeTest,
@@ -217,13 +230,11 @@ def train_sat(
     embedder: CachedEmbedder,
     trained_models: list[int],
     seed: int,
-    device: str,
-    novelty_scale: float,
-    evidence_pseudo_count: float | None,
+    settings: Settings,
 ) -> tuple[Matrix, Matrix, Matrix, dict[str, float]]:
     """Train Model-SAT on the training rows of `trained_models`: P(correct) for every (test query, model) and
-    (validation query, model), and the scorer's trust per model (none for models it was not trained on, lower
-    for models unlike the ones it was trained on), as the service computes it."""
+    (validation query, model), and the scorer's trust per model (lower for models unlike the ones it was trained
+    on; with the evidence option, none for models it was not trained on), as the service computes it."""
     train = split.train_rows
     items = item_outcomes(split, aptitude)
     validation_rows = set(sat_validation_rows(split, seed))
@@ -234,20 +245,20 @@ def train_sat(
         items[trained_models],
         embedder.embed([t.description for t in aptitude.tasks]),
         ModelSatConfig(seed=seed),
-        device=device,
+        device=settings.device,
         validation_rows=validation,
     )
     model_vectors = aptitude_vectors(items)
     embedded = sat.embed_models(model_vectors)
     p_test = sat.predict(vectors[split.test_rows], embedded)
     p_validation = sat.predict(vectors[sorted(validation_rows)], embedded)
-    item_rows = {train[r] for r in aptitude.item_rows}
-    beyond_items = [i for i in train if i not in item_rows]
-    records = np.zeros(len(split.models))
-    records[trained_models] = (~np.isnan(split.outcomes[np.ix_(beyond_items, trained_models)])).sum(axis=0)
-    trust = sat.trust(model_vectors, novelty_scale)
-    if evidence_pseudo_count is not None:
-        trust = trust * evidence_trust(records, evidence_pseudo_count)
+    trust = sat.trust(model_vectors, settings.reranker_novelty_scale)
+    if settings.reranker_evidence_pseudo_count is not None:
+        item_rows = {train[r] for r in aptitude.item_rows}
+        beyond_items = [i for i in train if i not in item_rows]
+        records = np.zeros(len(split.models))
+        records[trained_models] = (~np.isnan(split.outcomes[np.ix_(beyond_items, trained_models)])).sum(axis=0)
+        trust = trust * evidence_trust(records, settings.reranker_evidence_pseudo_count)
     return p_test, p_validation, trust, metrics
 
 
@@ -281,15 +292,8 @@ def evaluate(
     test_vectors = vectors[split.test_rows]
     outcomes, costs = split.outcomes[split.test_rows], split.costs[split.test_rows]
 
-    old = [i for i, m in enumerate(split.models) if m not in set(new)]
+    old, aptitude, aptitude_rows = split_aptitude(split, vectors, new)
     train = split.train_rows
-    aptitude = build_aptitude_test(
-        [texts[i] for i in train],
-        [family.queries[i].subject or family.queries[i].domain for i in train],
-        vectors[train],
-        split.outcomes[np.ix_(train, old)],
-    )
-    aptitude_rows = {train[r] for r in aptitude.item_rows} if new else set()
     log(f"aptitude test: {len(aptitude.tasks)} tasks, {len(aptitude.item_rows)} items")
 
     log("training capprof (stage 1) on the training rows ...")
@@ -298,9 +302,7 @@ def evaluate(
         training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors, validation_rows
     )
     log("training the Model-SAT scorer ...")
-    p_sat, p_sat_val, trust, sat_metrics = train_sat(
-        split, aptitude, vectors, embedder, old, seed, settings.device, *trust_settings(settings)
-    )
+    p_sat, p_sat_val, trust, sat_metrics = train_sat(split, aptitude, vectors, embedder, old, seed, settings)
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
     validation = ValidationSet.of(split, validation_rows, est_val, p_sat_val)
     # the service routes with P(correct) calibrated on its validation queries: so does the harness
@@ -358,9 +360,7 @@ def evaluate(
         log("training capprof again with the new models' full training outcomes ...")
         full, _ = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, vectors)
         everyone = list(range(len(split.models)))
-        full_sat, _, full_trust, _ = train_sat(
-            split, aptitude, vectors, embedder, everyone, seed, settings.device, *trust_settings(settings)
-        )
+        full_sat, _, full_trust, _ = train_sat(split, aptitude, vectors, embedder, everyone, seed, settings)
         full_weight = settings.reranker_weight * full_trust
         full_point = realised(
             outcomes, costs, choose_reranked(full.p_correct, full_sat, full.costs, 0.0, k, full_weight)

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from profiling.aptitude import build_aptitude_test
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import choose_reranked, oracle_choice, realised
-from service.jobs.evaluate import load_split, stage1_estimates, train_sat, training_family, trust_settings
+from service.jobs.evaluate import load_split, split_aptitude, stage1_estimates, train_sat, training_family
 from service.settings import Settings
 
 
@@ -52,25 +51,17 @@ def onboarding_sweep(
     progress: bool = True,
 ) -> dict[str, Any]:
     family, split = load_split(data, benchmark, seed, None)
-    texts = [q.text for q in family.queries]
-    subjects = [q.subject or q.domain for q in family.queries]
-    vectors = embedder.embed(texts)
+    vectors = embedder.embed([q.text for q in family.queries])
     embedder.save()
-    train, test = split.train_rows, split.test_rows
+    test = split.test_rows
     outcomes, costs = split.outcomes[test], split.costs[test]
     oracle_picks = oracle_choice(outcomes, costs)
     k = settings.reranker_top_k
 
     def capprof_choice(new: list[str]) -> np.ndarray:
-        old = [i for i, m in enumerate(split.models) if m not in set(new)]
-        aptitude = build_aptitude_test(
-            [texts[i] for i in train], [subjects[i] for i in train], vectors[train], split.outcomes[np.ix_(train, old)]
-        )
-        aptitude_rows = {train[r] for r in aptitude.item_rows} if new else set()
+        old, aptitude, aptitude_rows = split_aptitude(split, vectors, new)
         est, _ = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors)
-        p_sat, _, trust, _ = train_sat(
-            split, aptitude, vectors, embedder, old, seed, settings.device, *trust_settings(settings)
-        )
+        p_sat, _, trust, _ = train_sat(split, aptitude, vectors, embedder, old, seed, settings)
         return choose_reranked(est.p_correct, p_sat, est.costs, 0.0, k, settings.reranker_weight * trust)
 
     log(f"{benchmark}: training capprof on everything (full information) ...")
