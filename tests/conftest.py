@@ -183,6 +183,17 @@ def client(runtime: Runtime) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture
+def operating(
+    tmp_path: Path, embedder: CachedEmbedder, session_factory: sessionmaker[Session], store: VectorStore
+) -> Iterator[tuple[TestClient, Runtime]]:
+    """A served deployment with models, evaluations and traffic, for the operating and console tests."""
+    from tests.operating import operating_client
+
+    with operating_client(tmp_path, embedder, session_factory, store) as (client, runtime):
+        yield client, runtime
+
+
 def small_family(tmp: Path, source: Path, n_queries: int, name: str | None = None) -> Path:
     """A copy of the first n queries of a real family (with their outcomes), to corrupt in tests."""
     target = tmp / (name or source.name)

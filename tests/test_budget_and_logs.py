@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session, sessionmaker
 
-from profiling.embedding_cache import CachedEmbedder
 from service.api.budget import month_start, next_month_start
 from service.request_log import ACCESS_LOGGER
-from service.runtime import Runtime
 from service.store.orm import RoutingDecision
-from service.store.vector_store import VectorStore
-from tests.operating import bearer, give_feedback, new_key, operating_client
+from tests.operating import bearer, give_feedback, new_key
 
 QUERY = {"query": "Who was the first emperor of Rome?", "candidates": ["dear-model"]}
 
 
-@pytest.fixture
-def served(
-    tmp_path: Path, embedder: CachedEmbedder, session_factory: sessionmaker[Session], store: VectorStore
-) -> Iterator[tuple[TestClient, Runtime]]:
-    with operating_client(tmp_path, embedder, session_factory, store) as (client, runtime):
-        yield client, runtime
-
-
-def test_the_budget_refuses_once_the_months_estimated_spend_reaches_it(served) -> None:  # type: ignore[no-untyped-def]
-    client, runtime = served
+def test_the_budget_refuses_once_the_months_estimated_spend_reaches_it(operating) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
     probe = new_key(runtime, "probe", "route")
     cost = client.post("/v1/route", json=QUERY, headers=bearer(probe)).json()["alternatives"][0]["estimated_cost_usd"]
     assert cost > 0
@@ -70,8 +55,8 @@ def test_the_budget_refuses_once_the_months_estimated_spend_reaches_it(served) -
     assert 'capprof_budget_refusals_total{key="capped"} 2.0' in metrics
 
 
-def test_queued_decisions_count_before_they_are_written(served) -> None:  # type: ignore[no-untyped-def]
-    client, runtime = served
+def test_queued_decisions_count_before_they_are_written(operating) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
     probe = new_key(runtime, "probe", "route")
     cost = client.post("/v1/route", json=QUERY, headers=bearer(probe)).json()["alternatives"][0]["estimated_cost_usd"]
     key = new_key(runtime, "tight", "route", monthly_budget_usd=cost * 0.5)
@@ -86,8 +71,8 @@ def test_month_boundaries() -> None:
     assert next_month_start(moment) == datetime(2027, 1, 1, tzinfo=UTC)
 
 
-def test_one_json_line_per_request_with_its_id_and_no_secrets(served, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
-    client, runtime = served
+def test_one_json_line_per_request_with_its_id_and_no_secrets(operating, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
     key = new_key(runtime, "logged-app", "route")
     secret_query = "What is the airspeed velocity of an unladen swallow?"
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
@@ -110,8 +95,8 @@ def test_one_json_line_per_request_with_its_id_and_no_secrets(served, caplog: py
     assert key not in logged and secret_query not in logged and "cpk_wrong" not in logged
 
 
-def test_operating_metrics_are_exported(served) -> None:  # type: ignore[no-untyped-def]
-    client, runtime = served
+def test_operating_metrics_are_exported(operating) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
     key = new_key(runtime, "app", "route")
     decision = client.post("/v1/route", json=QUERY, headers=bearer(key)).json()
     assert give_feedback(client, bearer(key), decision_id=decision["decision_id"], score=1).status_code == 200

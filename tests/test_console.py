@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from profiling.embedding_cache import CachedEmbedder
 from service.console.session import SESSION_COOKIE, admin_fingerprint, sign
 from service.registry.evaluations import latest_evaluations, store_evaluation
 from service.registry.keys import revoke_key
-from service.runtime import Runtime, upgrade_database
+from service.runtime import upgrade_database
 from service.store.db import make_engine
 from service.store.orm import LlmModel
-from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, REPO, ThrowawayDatabases
-from tests.operating import CODING, HISTORY, MODELS, new_key, operating_client
+from tests.operating import CODING, HISTORY, MODELS, new_key
 
 ADMIN_KEY = ADMIN["X-Admin-Key"]
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-@pytest.fixture
-def console(
-    tmp_path: Path, embedder: CachedEmbedder, session_factory: sessionmaker[Session], store: VectorStore
-) -> Iterator[tuple[TestClient, Runtime]]:
-    with operating_client(tmp_path, embedder, session_factory, store) as (client, runtime):
-        yield client, runtime
 
 
 def form_token(client: TestClient, path: str) -> str:
@@ -59,8 +48,8 @@ def with_cookie(client: TestClient, value: str) -> int:
     return client.get("/console/models", follow_redirects=False).status_code
 
 
-def test_pages_without_a_session_redirect_to_login_with_a_local_next(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_pages_without_a_session_redirect_to_login_with_a_local_next(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     for path in ("/console", "/console/models", "/console/profiles", "/console/traffic", "/console/try",
                  "/console/quality", "/console/models/cheap-model"):  # fmt: skip
         response = client.get(path, follow_redirects=False)
@@ -72,8 +61,8 @@ def test_pages_without_a_session_redirect_to_login_with_a_local_next(console) ->
     assert 'name="next" value="/console/traffic?from=2026-01-01"' in page.text
 
 
-def test_login_sets_a_strict_httponly_cookie_without_the_key_and_logout_clears_it(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_login_sets_a_strict_httponly_cookie_without_the_key_and_logout_clears_it(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     token = form_token(client, "/console/login")
     response = client.post(
         "/console/login",
@@ -93,8 +82,8 @@ def test_login_sets_a_strict_httponly_cookie_without_the_key_and_logout_clears_i
     assert client.get("/console/models", follow_redirects=False).status_code == 303
 
 
-def test_a_wrong_key_shows_the_login_again_with_401_and_small_scopes_are_refused(console) -> None:  # type: ignore[no-untyped-def]
-    client, runtime = console
+def test_a_wrong_key_shows_the_login_again_with_401_and_small_scopes_are_refused(operating) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
     for key, code in (("not-a-key", 401), ("", 401), (new_key(runtime, "reader", "read"), 403),
                       (new_key(runtime, "router", "route"), 403)):  # fmt: skip
         token = form_token(client, "/console/login")
@@ -107,8 +96,8 @@ def test_a_wrong_key_shows_the_login_again_with_401_and_small_scopes_are_refused
     assert client.get("/console/models").status_code == 200
 
 
-def test_posts_need_the_csrf_token_of_their_session(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_posts_need_the_csrf_token_of_their_session(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     form_token(client, "/console/login")  # sets the pre-session cookie
     for data in ({"key": ADMIN_KEY}, {"key": ADMIN_KEY, "csrf": "forged"}):
         assert client.post("/console/login", data=data, follow_redirects=False).status_code == 403
@@ -132,8 +121,8 @@ def test_posts_need_the_csrf_token_of_their_session(console) -> None:  # type: i
     )
 
 
-def test_tampered_expired_and_revoked_sessions_are_refused(console) -> None:  # type: ignore[no-untyped-def]
-    client, runtime = console
+def test_tampered_expired_and_revoked_sessions_are_refused(operating) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
     admin = new_key(runtime, "temp-admin", "admin")
     log_in(client, admin)
     assert client.get("/console/models").status_code == 200
@@ -155,8 +144,8 @@ def test_tampered_expired_and_revoked_sessions_are_refused(console) -> None:  # 
     assert client.get("/console/models", follow_redirects=False).status_code == 303
 
 
-def test_bad_sort_and_page_parameters_are_4xx_naming_the_parameter(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_bad_sort_and_page_parameters_are_4xx_naming_the_parameter(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     log_in(client, ADMIN_KEY)
     for query, field in (("sort=price;DROP", "sort"), ("order=sideways", "order"), ("page=0", "page"),
                          ("page=abc", "page"), ("per_page=100000", "per_page"), ("page=99", "page")):  # fmt: skip
@@ -169,8 +158,8 @@ def test_bad_sort_and_page_parameters_are_4xx_naming_the_parameter(console) -> N
     assert client.get("/console/models/no-such-model").status_code == 404
 
 
-def test_the_models_table_paginates_and_sorts_in_sql(console, db: Session) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_the_models_table_paginates_and_sorts_in_sql(operating, db: Session) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     db.execute(insert(LlmModel), [{"name": f"bulk-{i:03d}", "provider": "bulk", "input_usd_per_mtok": i / 100}
                                   for i in range(120)])  # fmt: skip
     db.commit()
@@ -192,8 +181,8 @@ def test_the_models_table_paginates_and_sorts_in_sql(console, db: Session) -> No
     assert set(top) == {m["name"] for m in MODELS}  # the only models with evaluation records
 
 
-def test_try_a_query_routes_through_the_api_path_and_explains(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_try_a_query_routes_through_the_api_path_and_explains(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     log_in(client, ADMIN_KEY)
     token = form_token(client, "/console/try")
     page = client.post(
@@ -222,8 +211,8 @@ def test_try_a_query_routes_through_the_api_path_and_explains(console) -> None: 
     assert blank.status_code == 422 and 'role="alert"' in blank.text
 
 
-def test_evaluate_store_keeps_the_report_and_quality_shows_the_newest(console, db: Session) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_evaluate_store_keeps_the_report_and_quality_shows_the_newest(operating, db: Session) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     import json
 
     report = json.loads((REPO / "docs" / "results" / "mmlu_pro" / "report.json").read_text())
@@ -237,8 +226,8 @@ def test_evaluate_store_keeps_the_report_and_quality_shows_the_newest(console, d
     assert f'id="chart-curve-{newest.id}"' in page.text and "chart-curve-" + str(newest.id - 1) not in page.text
 
 
-def test_console_files_are_served_from_the_package_and_nothing_else(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_console_files_are_served_from_the_package_and_nothing_else(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     chart = client.get("/console/static/chart.umd.min.js")
     assert chart.status_code == 200 and "Chart.js v4" in chart.text[:200]
     assert "MIT" in client.get("/console/static/chart.js.LICENSE.md").text
@@ -289,8 +278,8 @@ def _chart(page: str, name: str) -> dict[str, object]:
     return json.loads(found.group(1))
 
 
-def test_traffic_counts_each_decision_once_per_day_model_and_dimension(console) -> None:  # type: ignore[no-untyped-def]
-    client, _ = console
+def test_traffic_counts_each_decision_once_per_day_model_and_dimension(operating) -> None:  # type: ignore[no-untyped-def]
+    client, _ = operating
     queries = [*HISTORY, *CODING]
     for query in queries:
         assert client.post("/v1/route", json={"query": query, "lambda": 0}, headers=ADMIN).status_code == 200

@@ -1,21 +1,20 @@
 """Console sessions and CSRF tokens, signed with a key derived from the API-key secret.
 
-The cookie holds the key's identity (a stored key's id and name, or the bootstrap admin with a fingerprint of the
-admin key), an expiry and a random session id, never the key itself; every request re-reads the key, so revoking it
-or changing the admin key ends the session at once. CSRF tokens are HMACs of the session id (or, for the login
-form, of a pre-session id kept in its own short-lived cookie), checked on every POST.
+The cookie (signed with itsdangerous) holds the key's identity (a stored key's id and name, or the bootstrap admin
+with a fingerprint of the admin key), an expiry and a random session id, never the key itself; every request
+re-reads the key, so revoking it or changing the admin key ends the session at once. CSRF tokens are HMACs of the
+session id (or, for the login form, of a pre-session id kept in its own short-lived cookie), checked on every POST.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from dataclasses import dataclass
 
+from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 
 from service.registry.keys import BOOTSTRAP_ADMIN, find_active_key, hash_key
@@ -33,31 +32,21 @@ def _signing_key(settings: Settings) -> bytes:
     return hmac.new(settings.resolved_key_secret, b"capprof console session v1", hashlib.sha256).digest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _serializer(settings: Settings) -> URLSafeSerializer:
+    return URLSafeSerializer(_signing_key(settings), salt="capprof console")
 
 
 def sign(settings: Settings, payload: dict[str, object]) -> str:
-    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-    mac = _b64(hmac.new(_signing_key(settings), body.encode(), hashlib.sha256).digest())
-    return f"{body}.{mac}"
+    return _serializer(settings).dumps(payload)
 
 
 def unsign(settings: Settings, token: str | None) -> dict[str, object] | None:
     """The payload of a token this server signed and that has not expired; None for anything else."""
-    if not token or token.count(".") != 1:
-        return None
-    body, mac = token.split(".")
-    expected = _b64(hmac.new(_signing_key(settings), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(mac, expected):
+    if not token:
         return None
     try:
-        payload = json.loads(_unb64(body))
-    except ValueError:
+        payload = _serializer(settings).loads(token)
+    except BadSignature:
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int | float) or payload["exp"] < time.time():
         return None
@@ -111,7 +100,7 @@ def current_user(settings: Settings, cookie: str | None, session: Session) -> Co
 
 
 def csrf_token(settings: Settings, session_id: str) -> str:
-    return _b64(hmac.new(_signing_key(settings), b"csrf:" + session_id.encode(), hashlib.sha256).digest())
+    return hmac.new(_signing_key(settings), b"csrf:" + session_id.encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_ok(settings: Settings, session_id: str | None, offered: str | None) -> bool:
