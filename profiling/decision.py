@@ -10,7 +10,7 @@ from profiling.scoring import Alternative
 
 @dataclass(frozen=True)
 class Contribution:
-    """How one model's utility splits: profile part per dimension, kNN part, re-ranker part, cost part."""
+    """How one model's utility splits: profile part per dimension, kNN part, the re-ranker's correction, cost part."""
 
     dimensions: dict[str, float]
     knn: float

@@ -116,10 +116,23 @@ def stage2_top_k(stage1_utility: Matrix, eligible: npt.NDArray[np.bool_], k: int
 
 
 def blend(stage1: Matrix, stage2: Matrix, rerank: npt.NDArray[np.bool_], weight: float | Matrix) -> Matrix:
-    """P(correct) after stage 2: a weighted mean of both estimates on re-ranked models, stage 1 elsewhere.
+    """P(correct) after stage 2: stage 1 plus the scorer's correction, centred per query.
 
+    On re-ranked models the correction is `weight` x (scorer - stage 1) less its weighted mean over the query's
+    re-ranked models; elsewhere stage 1 stands. Centring keeps what the scorer says about which model suits this
+    query and drops what it says about all of them at once: measured in the onboarding sweep, that level shift moved
+    re-scored models against new and stage-1-only ones and was what misled onboarding (docs/evaluation.md).
     `weight` is the scorer's share, one for all models or one per model (column)."""
-    return np.where(rerank, (1.0 - weight) * stage1 + weight * stage2, stage1)
+    return stage1 + scorer_correction(stage1, stage2, rerank, weight)
+
+
+def scorer_correction(stage1: Matrix, stage2: Matrix, rerank: npt.NDArray[np.bool_], weight: float | Matrix) -> Matrix:
+    """(batch x models) what stage 2 adds to stage 1 (see blend): 0 outside the re-ranked models."""
+    share = np.where(rerank, np.broadcast_to(weight, stage1.shape), 0.0)
+    delta = np.where(rerank, stage2 - stage1, 0.0)
+    total = share.sum(axis=1, keepdims=True)
+    level = np.divide((share * delta).sum(axis=1, keepdims=True), total, out=np.zeros_like(total), where=total > 0)
+    return np.where(rerank, share * (delta - level), 0.0)
 
 
 def rank(

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     search_backend: Literal["snapshot", "qdrant"] = "snapshot"
     reranker_top_k: int = Field(default=8, ge=1, description="stage-1 candidates the Model-SAT scorer re-ranks")
     reranker_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="share of the scorer in re-ranked P(correct)"
+        default=0.5, ge=0.0, le=1.0, description="share of the scorer's centred correction in re-ranked P(correct)"
     )
     reranker_novelty_scale: float = Field(
         default=0.1,
@@ -78,8 +78,8 @@ class Settings(BaseSettings):
         default=None,
         ge=0.0,
         description="off by default (None): a model's training records (beyond the aptitude items) at which the "
-        "scorer's share is half, so a model it was not trained on keeps its stage-1 estimate; measured worse on "
-        "zeroeval's onboarding sweep than the scorer's zero-shot guess (docs/evaluation.md)",
+        "scorer's share is half, so a model it was not trained on keeps its stage-1 estimate; with the centred "
+        "correction it measured no better in the onboarding sweeps (docs/evaluation.md)",
     )
 
     # Serving.

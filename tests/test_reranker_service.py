@@ -63,7 +63,7 @@ def test_activation_switches_the_live_reranker(trained: Runtime) -> None:
         assert client.get("/readyz").json()["reranker_version"] == 1
         routed = client.post("/v1/route", json={"query": "What is 12 * 7?", "explain": True}).json()
         assert routed["reranker_version"] == 1
-        assert routed["contributions"][routed["model"]]["reranker"] > 0
+        assert routed["contributions"][routed["model"]]["reranker"] != 0  # the scorer's centred correction
 
         # activated elsewhere (the CLI writes the database): the running service follows
         with runtime.transaction() as session:
@@ -145,7 +145,7 @@ def test_the_scorer_does_not_guess_for_a_model_it_was_not_trained_on(trained: Ru
         routed = client.post("/v1/route", json=query).json()
     shares = {model: c["reranker"] for model, c in routed["contributions"].items()}
     assert shares["twin"] == 0.0
-    assert any(share > 0.0 for model, share in shares.items() if model != "twin")
+    assert any(share != 0.0 for model, share in shares.items() if model != "twin")
 
 
 def _zeroeval_query_ids(runtime: Runtime, subject: str, n: int) -> list[str]:
@@ -182,7 +182,7 @@ def test_a_rest_model_with_strong_evidence_beats_re_ranked_models(trained: Runti
     assert scores == sorted(scores, reverse=True)
     contributions = routed["contributions"]
     assert contributions["code-specialist"]["reranker"] == 0  # no aptitude results: stage 1 only
-    assert any(c["reranker"] > 0 for c in contributions.values())  # competing against re-ranked models
+    assert any(c["reranker"] != 0 for c in contributions.values())  # competing against re-ranked models
 
 
 def test_a_model_with_one_record_is_not_confident(trained: Runtime) -> None:

@@ -15,7 +15,7 @@ from profiling.evaluation import (
 from profiling.model_profile import model_means
 from profiling.model_sat import evidence_trust, novelty_trust
 from profiling.operating_points import choose_operating_points
-from profiling.scoring import ModelCatalog, rank
+from profiling.scoring import ModelCatalog, blend, rank
 
 
 def _catalog(n: int, prices: list[float] | None = None) -> ModelCatalog:
@@ -45,6 +45,21 @@ def test_the_offline_two_stage_choice_lets_stage_one_only_models_win() -> None:
     rerankable = np.array([False, True, True])  # m0 has no aptitude results
     choice = choose_reranked(stage1, stage2, costs, 0.0, top_k=2, weight=0.5, rerankable=rerankable)
     assert choice.tolist() == [0]
+
+
+def test_the_scorer_reorders_re_ranked_models_but_moves_no_level() -> None:
+    """The scorer rates every re-ranked model 0.3 lower than stage 1 and m2 better than m1: only the order of m1
+    and m2 may change, never their level against m0 (stage 1 only) or m3 (a model the scorer is not trusted on)."""
+    stage1 = np.array([[0.70, 0.66, 0.64, 0.62]])
+    stage2 = np.array([[0.0, 0.30, 0.40, 0.10]])
+    rerank = np.array([[False, True, True, True]])
+    shares = np.array([0.0, 0.5, 0.5, 0.0])
+    p = blend(stage1, stage2, rerank, shares)
+    assert p[0, 0] == stage1[0, 0] and p[0, 3] == stage1[0, 3]
+    assert p[0, 2] > p[0, 1]  # the scorer's view of this query: m2 suits it better than m1
+    assert p[0, 1] + p[0, 2] == pytest.approx(stage1[0, 1] + stage1[0, 2])  # centred: no shift for the pair
+    level_only = blend(stage1, stage1 - 0.3, rerank, shares)  # the scorer lowers every model alike
+    np.testing.assert_allclose(level_only, stage1)
 
 
 def test_an_unknown_cost_is_imputed_and_flagged() -> None:

@@ -341,7 +341,9 @@ class QueryProfileOut(BaseModel):
 class ContributionOut(BaseModel):
     dimensions: dict[str, float]
     knn: float
-    reranker: float
+    reranker: float = Field(
+        description="the Model-SAT scorer's correction (centred per query, so it can be negative); 0 if not re-scored"
+    )
     cost: float
     calibration: float = Field(default=0.0, description="what the calibration of P(correct) added or took away")
 

@@ -21,11 +21,11 @@ from profiling.query_profile import KINDS
 from profiling.scoring import (
     Constraints,
     allowed,
-    blend,
     estimate_costs,
     impute_costs,
     input_tokens,
     rank,
+    scorer_correction,
     stage2_top_k,
     utility,
 )
@@ -148,7 +148,8 @@ class RoutingEngine:
         mask: npt.NDArray[np.bool_],
         state: RouterState,
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], dict[int, float]]:
-        """Re-rank this query's stage-1 top-K with Model-SAT: (P(correct), re-ranked mask, scorer's P by column)."""
+        """Re-rank this query's stage-1 top-K with Model-SAT: (P(correct), re-ranked mask, the scorer's correction
+        by re-ranked column)."""
         stage2 = state.stage2
         p_stage1 = est.p_correct[row : row + 1]
         if stage2 is None:
@@ -163,8 +164,8 @@ class RoutingEngine:
             return p_stage1, top, {}
         p_sat = np.zeros_like(p_stage1)
         p_sat[0, columns] = stage2.scorer.predict(vectors[row : row + 1], stage2.model_embeddings[columns])[0]
-        blended = blend(p_stage1, p_sat, top, self.reranker_shares(stage2))
-        return blended, top, {int(c): float(p_sat[0, c]) for c in columns}
+        correction = scorer_correction(p_stage1, p_sat, top, self.reranker_shares(stage2))
+        return p_stage1 + correction, top, {int(c): float(correction[0, c]) for c in columns}
 
     def reranker_shares(self, stage2: Stage2) -> npt.NDArray[np.float64]:
         """Per model, the scorer's share in re-ranked P(correct): the setting, less for models unlike its training set."""
@@ -212,7 +213,7 @@ class RoutingEngine:
         for row, opts in enumerate(options):
             one = slice(row, row + 1)
             mask = allowed(state.models, opts.constraints, est.costs[one])
-            p_blended, _, p_sat = self._stage2(est, vectors, row, opts, mask, state)
+            p_blended, _, corrections = self._stage2(est, vectors, row, opts, mask, state)
             p_final = calibrate(p_blended, state.p_calibration)
             ranked = rank(state.models, p_final, est.costs[one], opts.cost_weight, mask, opts.top_n)[0]
             profile = state.profiler.describe(est.weights[row], est.votes[row], float(est.nearest[row]))
@@ -225,11 +226,17 @@ class RoutingEngine:
                     profile=profile,
                     cost_weight=opts.cost_weight,
                     contributions=self._explain(
-                        est, row, [a.model for a in ranked], opts.cost_weight, p_sat, (p_final - p_blended)[0], state
+                        est,
+                        row,
+                        [a.model for a in ranked],
+                        opts.cost_weight,
+                        corrections,
+                        (p_final - p_blended)[0],
+                        state,
                     )
                     if opts.explain
                     else None,
-                    reranker_version=state.stage2.version if state.stage2 is not None and p_sat else None,
+                    reranker_version=state.stage2.version if state.stage2 is not None and corrections else None,
                     preset=opts.preset,
                     baseline_max_cost_usd=max_cost,
                     baseline_best_model=best_model,
@@ -244,7 +251,7 @@ class RoutingEngine:
         row: int,
         models: list[str],
         cost_weight: float,
-        p_sat: dict[int, float],
+        corrections: dict[int, float],
         calibration: npt.NDArray[np.float64],
         state: RouterState,
     ) -> dict[str, Contribution]:
@@ -253,20 +260,18 @@ class RoutingEngine:
         column = {name: i for i, name in enumerate(state.models.names)}
         active = np.flatnonzero(est.weights[row] > 0)
         result = {}
-        shares = self.reranker_shares(state.stage2) if state.stage2 is not None else np.zeros(len(column))
         for name in models:
             m = column[name]
-            stage1_share = 1.0 - shares[m] if m in p_sat else 1.0
-            profile_share = stage1_share * (1.0 - est.knn_share[row, m])
+            profile_share = 1.0 - est.knn_share[row, m]
             cost = impute_costs(est.costs[row : row + 1])[0, m]
             result[name] = Contribution(
                 dimensions={
                     catalog.names[d]: float(profile_share * est.weights[row, d] / kinds_present * state.profile[m, d])
                     for d in active
                 },
-                knn=float(stage1_share * est.knn_share[row, m] * est.p_knn[row, m]),
+                knn=float(est.knn_share[row, m] * est.p_knn[row, m]),
                 cost=float(-cost_weight * COST_UNIT * cost),
-                reranker=float(shares[m] * p_sat[m]) if m in p_sat else 0.0,
+                reranker=corrections.get(m, 0.0),
                 calibration=float(calibration[m]),
             )
         return result
