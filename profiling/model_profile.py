@@ -78,6 +78,41 @@ def shrunk_means(totals: Matrix, counts: Matrix, prior_strength: float) -> Matri
     return (totals + prior_strength * population) / (counts + prior_strength)
 
 
+def difficulty_shift(
+    outcomes: Matrix, iterations: int = 30, ability_prior: float = 0.1, difficulty_prior: float = 0.1
+) -> Matrix:
+    """Per model: how far its mean over the queries it was evaluated on is from its mean over all of them.
+
+    A model evaluated on a few queries (a new model's aptitude items, chosen because they tell models apart; or a
+    REST model's favourite benchmark) looks as good as those queries are easy for it, not as good as it is. A Rasch
+    model, P(correct) = sigmoid(ability - difficulty), fitted on the (queries x models) outcome table (NaN = no
+    record) puts every model on the same queries: its mean over all of them, observed outcomes where it has them
+    and the fit elsewhere, less its raw mean. 0 for a model evaluated on every query, or on none.
+    """
+    if outcomes.size == 0:
+        return np.zeros(outcomes.shape[1] if outcomes.ndim == 2 else 0)
+    observed = ~np.isnan(outcomes)
+    scores = np.where(observed, outcomes, 0.0).astype(np.float64)
+    ability, difficulty = np.zeros(outcomes.shape[1]), np.zeros(outcomes.shape[0])
+
+    def residuals() -> tuple[Matrix, Matrix]:
+        p = 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
+        return (scores - p) * observed, p * (1.0 - p) * observed
+
+    for _ in range(iterations):  # alternating Newton steps with Gaussian priors (they also fix the origin)
+        gradient, curvature = residuals()
+        ability += (gradient.sum(axis=0) - ability_prior * ability) / (curvature.sum(axis=0) + ability_prior)
+        gradient, curvature = residuals()
+        difficulty -= (gradient.sum(axis=1) + difficulty_prior * difficulty) / (
+            curvature.sum(axis=1) + difficulty_prior
+        )
+    fitted = 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
+    counts = observed.sum(axis=0)
+    raw = np.divide(scores.sum(axis=0), counts, out=np.zeros(len(counts)), where=counts > 0)
+    completed = np.where(observed, scores, fitted).mean(axis=0)
+    return np.where(counts > 0, completed - raw, 0.0)
+
+
 def shrunk_profile(sums: ProfileSums, means: Matrix, shrinkage: float) -> Matrix:
     """(weighted_sum + k * mean) / (support + k): thin evidence leans on the model's overall mean."""
     fallback = np.where(np.isnan(means), np.nanmean(means) if np.isfinite(means).any() else 0.0, means)

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     )
     exemplar_top_k: int = Field(default=16, ge=1)
     max_dimensions: int = Field(default=4, ge=1, description="ranked dimensions kept per kind in a profile")
+    difficulty_adjustment: bool = Field(
+        default=True,
+        description="shift each model's profile by how easy the queries it was evaluated on are for it (a Rasch fit "
+        "on the outcome table), so a model known only from its aptitude items is not overrated",
+    )
     knn_k: int = Field(default=32, ge=1)
     knn_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="share of the kNN estimate in P(correct)")
     knn_shrinkage: float = Field(

@@ -12,7 +12,7 @@ from profiling.evaluation import (
     gap_recovery,
     plain_knn,
 )
-from profiling.model_profile import model_means
+from profiling.model_profile import difficulty_shift, model_means
 from profiling.model_sat import evidence_trust, novelty_trust
 from profiling.operating_points import choose_operating_points
 from profiling.scoring import ModelCatalog, blend, rank
@@ -83,6 +83,24 @@ def test_one_lucky_record_is_not_a_confident_mean() -> None:
     assert shrunk[0] == pytest.approx((1.0 + 20 * population) / 21)
     assert shrunk[0] < 0.75
     assert abs(shrunk[1] - 0.6) < 0.02  # plenty of evidence: barely moved
+
+
+def test_a_model_known_from_queries_easy_for_it_is_put_on_everyone_s_queries() -> None:
+    """Outcomes drawn from a Rasch model: 'new' answered only the queries of middling difficulty (like aptitude
+    items, chosen because models split on them), where it looks far better than over all queries."""
+    rng = np.random.default_rng(0)
+    ability = np.array([-1.5, -0.5, 0.0, 0.5, 1.5, 1.0])
+    difficulty = rng.normal(0.0, 2.0, 4000)
+    truth = 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
+    outcomes = (rng.random(truth.shape) < truth).astype(np.float64)
+    items = np.abs(difficulty) < 0.5  # about half the models fail these
+    outcomes[~items, 5] = np.nan  # the new model answered only the items
+    raw_mean = np.nanmean(outcomes[:, 5])
+    true_mean = truth[:, 5].mean()
+    assert raw_mean - true_mean > 0.05  # the items flatter it
+    shift = difficulty_shift(outcomes)
+    assert abs(raw_mean + shift[5] - true_mean) < 0.3 * (raw_mean - true_mean)
+    np.testing.assert_allclose(shift[:5], 0.0, atol=1e-12)  # evaluated on every query: nothing to move
 
 
 def test_the_scorer_is_trusted_less_far_from_its_training_models() -> None:
