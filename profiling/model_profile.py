@@ -79,7 +79,11 @@ def shrunk_means(totals: Matrix, counts: Matrix, prior_strength: float) -> Matri
 
 
 def difficulty_shift(
-    outcomes: Matrix, iterations: int = 30, ability_prior: float = 0.1, difficulty_prior: float = 0.1
+    outcomes: Matrix,
+    iterations: int = 30,
+    ability_prior: float = 0.1,
+    difficulty_prior: float = 0.1,
+    tolerance: float = 1e-3,
 ) -> Matrix:
     """Per model: how far its mean over the queries it was evaluated on is from its mean over all of them.
 
@@ -101,11 +105,14 @@ def difficulty_shift(
 
     for _ in range(iterations):  # alternating Newton steps with Gaussian priors (they also fix the origin)
         gradient, curvature = residuals()
-        ability += (gradient.sum(axis=0) - ability_prior * ability) / (curvature.sum(axis=0) + ability_prior)
+        step = (gradient.sum(axis=0) - ability_prior * ability) / (curvature.sum(axis=0) + ability_prior)
+        ability += step
         gradient, curvature = residuals()
         difficulty -= (gradient.sum(axis=1) + difficulty_prior * difficulty) / (
             curvature.sum(axis=1) + difficulty_prior
         )
+        if np.abs(step).max() < tolerance:  # abilities have settled: the means they give will not move
+            break
     fitted = 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
     counts = observed.sum(axis=0)
     raw = np.divide(scores.sum(axis=0), counts, out=np.zeros(len(counts)), where=counts > 0)
