@@ -79,7 +79,7 @@ def shrunk_means(totals: Matrix, counts: Matrix, prior_strength: float) -> Matri
 
 
 def difficulty_shift(
-    outcomes: Matrix,
+    outcomes: npt.NDArray[np.floating],
     iterations: int = 30,
     ability_prior: float = 0.1,
     difficulty_prior: float = 0.1,
@@ -99,8 +99,11 @@ def difficulty_shift(
     scores = np.where(observed, outcomes, 0.0).astype(np.float64)
     ability, difficulty = np.zeros(outcomes.shape[1]), np.zeros(outcomes.shape[0])
 
+    def fitted() -> Matrix:
+        return 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
+
     def residuals() -> tuple[Matrix, Matrix]:
-        p = 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
+        p = fitted()
         return (scores - p) * observed, p * (1.0 - p) * observed
 
     for _ in range(iterations):  # alternating Newton steps with Gaussian priors (they also fix the origin)
@@ -113,10 +116,9 @@ def difficulty_shift(
         )
         if np.abs(step).max() < tolerance:  # abilities have settled: the means they give will not move
             break
-    fitted = 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
     counts = observed.sum(axis=0)
     raw = np.divide(scores.sum(axis=0), counts, out=np.zeros(len(counts)), where=counts > 0)
-    completed = np.where(observed, scores, fitted).mean(axis=0)
+    completed = np.where(observed, scores, fitted()).mean(axis=0)
     return np.where(counts > 0, completed - raw, 0.0)
 
 

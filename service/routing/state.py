@@ -155,7 +155,7 @@ def _assemble(
     profile = shrunk_profile(sums, means, settings.shrinkage)
     if settings.difficulty_adjustment:
         # a model known from a few (easy for it) queries is put on the same queries as the others
-        shift = difficulty_shift(outcomes.astype(np.float64))
+        shift = difficulty_shift(outcomes)
         means = means + shift
         profile = np.clip(profile + shift[:, None], 0.0, 1.0)
     return RouterState(
