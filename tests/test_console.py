@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -209,6 +210,29 @@ def test_try_a_query_routes_through_the_api_path_and_explains(operating) -> None
     assert chat.status_code == 200 and 'id="chosen-model"' in chat.text
     blank = client.post("/console/try", data={"csrf": token, "text": "   "})
     assert blank.status_code == 422 and 'role="alert"' in blank.text
+
+
+CELL = re.compile(r'data-model="cheap-model" data-dimension="([^"]+)" data-score="([^"]+)" data-raw="([^"]*)"')
+
+
+def test_profiles_show_the_scores_routing_uses_beside_the_raw_share(operating) -> None:  # type: ignore[no-untyped-def]
+    client, runtime = operating
+    log_in(client, ADMIN_KEY)
+    state = runtime.router.state
+    routing = state.routing_profile("cheap-model")
+    dimension = dict(zip(state.profiler.catalog.names, state.profiler.catalog.ids, strict=True))
+    cells = CELL.findall(client.get("/console/profiles").text)
+    assert cells
+    for name, score, _ in cells:
+        assert float(score) == pytest.approx(routing[dimension[name]], abs=1e-4), name
+    # three records a domain, all right or all wrong: routing shrinks them toward the model's mean
+    assert any(raw and abs(float(score) - float(raw)) > 0.05 for _, score, raw in cells)
+    page = client.get("/console/models/cheap-model").text
+    chart = json.loads(re.search(r'<script type="application/json" id="data-profile">(.+?)</script>', page, re.S)[1])
+    used, raw = chart["data"]["datasets"]
+    labels = chart["data"]["labels"]
+    assert used["data"] == pytest.approx([routing[dimension[label]] for label in labels])
+    assert used["data"] != pytest.approx(raw["data"])
 
 
 def test_evaluate_store_keeps_the_report_and_quality_shows_the_newest(operating, db: Session) -> None:  # type: ignore[no-untyped-def]

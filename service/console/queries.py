@@ -6,6 +6,7 @@ Sort keys come from whitelists (`MODEL_SORTS`); column names never come from a r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -89,8 +90,9 @@ def models_page(session: Session, sort: str, descending: bool, page: int, per_pa
     return Page(rows, int(total), page, per_page)
 
 
-def model_detail(session: Session, name: str) -> dict[str, Any] | None:
-    """A model's row, its profile (every capability, its best-supported domains), recent decisions and feedback."""
+def model_detail(session: Session, name: str, routing: Mapping[int, float]) -> dict[str, Any] | None:
+    """A model's row, its profile (every capability, its best-supported domains: the share right on its records
+    and `routing`'s score, by dimension id), recent decisions and feedback."""
     model = session.execute(
         text(
             """SELECT id, name, provider, input_usd_per_mtok, output_usd_per_mtok, status, endpoint_url,
@@ -102,15 +104,16 @@ def model_detail(session: Session, name: str) -> dict[str, Any] | None:
         return None
     profile = session.execute(
         text(
-            """SELECT d.kind, d.name, p.weighted_sum / NULLIF(p.support, 0) AS score, p.support, p.n
+            """SELECT d.id, d.kind, d.name, p.weighted_sum / NULLIF(p.support, 0) AS score, p.support, p.n
                FROM profile_scores p JOIN dimensions d ON d.id = p.dimension_id
                WHERE p.model_id = :id AND p.support > 0
                ORDER BY d.kind, p.support DESC"""
         ),
         {"id": model.id},
     ).all()
-    capabilities = sorted((dict(r._mapping) for r in profile if r.kind == "capability"), key=lambda r: str(r["name"]))
-    domains = [dict(r._mapping) for r in profile if r.kind == "domain"][:HEATMAP_DOMAINS]
+    cells = [dict(r._mapping) | {"routing": routing.get(r.id)} for r in profile]
+    capabilities = sorted((c for c in cells if c["kind"] == "capability"), key=lambda c: str(c["name"]))
+    domains = [c for c in cells if c["kind"] == "domain"][:HEATMAP_DOMAINS]
     records = session.execute(
         text("SELECT COUNT(*) AS n, AVG(score) AS mean FROM eval_records WHERE model_id = :id"), {"id": model.id}
     ).one()
@@ -146,7 +149,8 @@ def model_detail(session: Session, name: str) -> dict[str, Any] | None:
 class Heatmap:
     dimensions: list[dict[str, Any]]  # id, kind, name
     models: list[str]
-    cells: dict[tuple[str, int], tuple[float | None, float, int]]  # (model, dimension id) -> (score, support, n)
+    # (model, dimension id) -> (share right on its records, support, records, routing's score or None)
+    cells: dict[tuple[str, int], tuple[float | None, float, int, float | None]]
     page: Page
 
 
@@ -181,22 +185,29 @@ def heatmap_dimensions(session: Session, domains: int = HEATMAP_DOMAINS) -> list
     return [dict(r._mapping) for r in capabilities] + chosen
 
 
-def heatmap(session: Session, page: int, per_page: int) -> Heatmap:
+def heatmap(session: Session, page: int, per_page: int, routing: Callable[[str], Mapping[int, float]]) -> Heatmap:
+    """A page of models x dimensions; `routing(model)` gives the scores routing uses (RouterState.routing_profile)."""
     dimensions = heatmap_dimensions(session)
     models = session.execute(
         text("SELECT id, name FROM models ORDER BY name LIMIT :limit OFFSET :offset"),
         {"limit": per_page, "offset": (page - 1) * per_page},
     ).all()
     total = int(session.scalar(text("SELECT COUNT(*) FROM models")) or 0)
-    cells: dict[tuple[str, int], tuple[float | None, float, int]] = {}
+    cells: dict[tuple[str, int], tuple[float | None, float, int, float | None]] = {}
     if models and dimensions:
+        used = {m.name: routing(m.name) for m in models}
         query = text(
             """SELECT m.name, p.dimension_id, p.weighted_sum / NULLIF(p.support, 0) AS score, p.support, p.n
                FROM profile_scores p JOIN models m ON m.id = p.model_id
                WHERE p.model_id IN :models AND p.dimension_id IN :dims"""
         ).bindparams(bindparam("models", expanding=True), bindparam("dims", expanding=True))
         for row in session.execute(query, {"models": [m.id for m in models], "dims": [d["id"] for d in dimensions]}):
-            cells[(row.name, row.dimension_id)] = (row.score, float(row.support or 0), int(row.n or 0))
+            cells[(row.name, row.dimension_id)] = (
+                row.score,
+                float(row.support or 0),
+                int(row.n or 0),
+                used[row.name].get(row.dimension_id),
+            )
     return Heatmap(dimensions, [m.name for m in models], cells, Page([], total, page, per_page))
 
 

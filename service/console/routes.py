@@ -251,25 +251,30 @@ def models(
 
 
 @router.get("/models/{name:path}")
-def model(request: Request, user: UserDep, session: SessionDep, name: str) -> Response:
-    detail = queries.model_detail(session, name)
+def model(request: Request, user: UserDep, session: SessionDep, runtime: RuntimeDep, name: str) -> Response:
+    detail = queries.model_detail(session, name, runtime.router.state.routing_profile(name))
     if detail is None:
         return render(request, "not_found.html", {"what": f"model {name!r}"}, user, status.HTTP_404_NOT_FOUND)
+    cells = detail["capabilities"] + detail["domains"]
     chart = {
         "type": "bar",
         "data": {
             "labels": [c["name"] for c in detail["capabilities"]] + [d["name"] for d in detail["domains"]],
             "datasets": [
                 {
-                    "label": "profile score (share correct, shrunk by evidence)",
-                    "data": [c["score"] for c in detail["capabilities"]] + [d["score"] for d in detail["domains"]],
-                    "support": [c["support"] for c in detail["capabilities"]]
-                    + [d["support"] for d in detail["domains"]],
+                    "label": "routing's score (shrunk by evidence, on everyone's queries)",
+                    "data": [c["routing"] for c in cells],
+                    "support": [c["support"] for c in cells],
                     "backgroundColor": ["#4e79a7"] * len(detail["capabilities"]) + ["#f28e2b"] * len(detail["domains"]),
-                }
+                },
+                {
+                    "label": "share right on its records",
+                    "data": [c["score"] for c in cells],
+                    "backgroundColor": "#bab0ac",
+                },
             ],
         },
-        "options": {"indexAxis": "y", "scales": {"x": {"min": 0, "max": 1}}, "plugins": {"legend": {"display": False}}},
+        "options": {"indexAxis": "y", "scales": {"x": {"min": 0, "max": 1}}},
     }
     return render(request, "model.html", {"d": detail, "chart": chart}, user)
 
@@ -279,10 +284,11 @@ def profiles(
     request: Request,
     user: UserDep,
     session: SessionDep,
+    runtime: RuntimeDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 40,
 ) -> Response:
-    heat = queries.heatmap(session, page, per_page)
+    heat = queries.heatmap(session, page, per_page, runtime.router.state.routing_profile)
     _past_last(page, heat.page.pages, heat.page.total)
     return render(request, "profiles.html", {"heat": heat}, user)
 

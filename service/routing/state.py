@@ -74,6 +74,15 @@ class RouterState:
     value_totals: npt.NDArray[np.float64] | None = None
     value_counts: npt.NDArray[np.float64] | None = None
 
+    def routing_profile(self, model: str) -> dict[int, float]:
+        """Dimension id -> the score routing uses for `model`: shrunk by evidence and put on everyone's queries,
+        not the raw share of its records. Empty for a model routing does not know (inactive, or not loaded yet)."""
+        try:
+            row = self.models.names.index(model)
+        except ValueError:
+            return {}
+        return {int(d): float(self.profile[row, c]) for c, d in enumerate(self.profiler.catalog.ids)}
+
 
 def _model_catalog(models: Sequence[LlmModel]) -> ModelCatalog:
     def column(values: list[float | None]) -> npt.NDArray[np.float64]:
