@@ -2,7 +2,8 @@
 
 Tasks come from the data's subject labels: small subjects are merged into their nearest neighbour (by
 centroid), and where there are too few subjects they are split into balanced clusters of query embeddings.
-Items are the task's queries on which about half of the models were right (never all or none).
+Items are the task's queries spread over the share of models right on them (never all or none), so the test
+measures strong models against each other as well as against weak ones.
 """
 
 from __future__ import annotations
@@ -100,6 +101,26 @@ def _keywords(texts: Sequence[str], groups: dict[str, list[int]], top: int = 4) 
     return keywords
 
 
+def _pick_items(
+    rows: list[int], share_right: npt.NDArray[np.float64], texts: Sequence[str], count: int, spread: bool
+) -> list[int]:
+    """`count` distinct items of a task. Spread: one per evenly spaced share of right models (1/2k, 3/2k, ...), so
+    the test measures strong models against each other as well as against weak ones; otherwise the items nearest
+    a half share, which nearly every strong model gets right."""
+    distinct: dict[str, int] = {}
+    for row in sorted(rows, key=lambda r: (abs(share_right[r] - 0.5), _order_key(texts[r]))):
+        distinct.setdefault(texts[row], row)
+    pool = list(distinct.values())
+    if not spread:
+        return pool[:count]
+    chosen: list[int] = []
+    for target in (np.arange(min(count, len(pool))) + 0.5) / min(count, len(pool)):
+        best = min(pool, key=lambda r: abs(share_right[r] - target))
+        pool.remove(best)
+        chosen.append(best)
+    return chosen
+
+
 def build_aptitude_test(
     texts: Sequence[str],
     subjects: Sequence[str],
@@ -107,6 +128,7 @@ def build_aptitude_test(
     outcomes: npt.NDArray[np.float64],
     n_tasks: int = 50,
     items_per_task: int = 20,
+    spread: bool = True,
 ) -> AptitudeTest:
     """outcomes: (queries x models), NaN where a model was not evaluated; one row per text."""
     known = ~np.isnan(outcomes)
@@ -131,15 +153,7 @@ def build_aptitude_test(
 
     tasks = []
     for position, name in enumerate(sorted(groups, key=lambda k: (-len(groups[k]), k))):
-        rows = sorted(groups[name], key=lambda r: (abs(share_right[r] - 0.5), _order_key(texts[r])))
-        chosen, seen = [], set()
-        for row in rows:
-            if texts[row] in seen:
-                continue
-            seen.add(texts[row])
-            chosen.append(row)
-            if len(chosen) == items_per_task:
-                break
+        chosen = _pick_items(groups[name], share_right, texts, items_per_task, spread)
         description = f"{name}: {', '.join(keywords[name])}"
         tasks.append(AptitudeTask(position, description, keywords[name], tuple(chosen)))
     return AptitudeTest(tuple(tasks))

@@ -8,6 +8,7 @@ import pytest
 from profiling.aptitude import build_aptitude_test
 from profiling.dataset import read_family
 from profiling.embedding_cache import CachedEmbedder
+from profiling.model_profile import difficulty_shift
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, train_model_sat
 from service.jobs.evaluate import evaluate, split_family, training_family
 from service.settings import Settings
@@ -31,8 +32,35 @@ def test_aptitude_test_has_50_tasks_of_20_distinct_separating_items(zeroeval_spl
     assert len({texts[r] for r in test.item_rows}) == 1000
     share_right = np.nanmean(outcomes[test.item_rows] >= 0.5, axis=1)
     assert ((share_right > 0) & (share_right < 1)).all(), "an item every model gets right or wrong"
-    assert abs(float(np.mean(share_right)) - 0.5) < 0.2, "items should sit near half the models right"
+    assert abs(float(np.mean(share_right)) - 0.5) < 0.2, "items should be balanced around half the models right"
     assert all(task.keywords and task.description for task in test.tasks)
+
+
+def test_items_spread_over_difficulty_measure_a_new_model_at_every_level() -> None:
+    """A new model known only from its item answers, put on everyone's queries by the difficulty shift: items
+    spread over every share of right models measure the strongest and the weakest models, while items near a half
+    share (nearly all right for strong models, nearly all wrong for weak ones) leave them misjudged."""
+    rng = np.random.default_rng(0)
+    ability, difficulty = np.linspace(-2.0, 2.0, 10), rng.normal(0.0, 1.5, 3000)
+    outcomes = (rng.random((3000, 10)) < 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))).astype(float)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    texts = [f"question {i}" for i in range(3000)]
+    errors = {}
+    for spread in (False, True):
+        misjudged = []
+        for new in range(10):
+            known = [m for m in range(10) if m != new]
+            test = build_aptitude_test(texts, ["s"] * 3000, vectors, outcomes[:, known], spread=spread)
+            seen = outcomes.copy()
+            unseen = np.ones(3000, dtype=bool)
+            unseen[test.item_rows] = False
+            seen[unseen, new] = np.nan
+            estimate = np.nanmean(seen[:, new]) + difficulty_shift(seen)[new]
+            misjudged.append(abs(estimate - outcomes[:, new].mean()))
+        errors[spread] = np.array(misjudged)
+    assert errors[True].max() < 0.03, errors[True]
+    assert errors[True].mean() < 0.5 * errors[False].mean(), errors
+    assert errors[False][[0, -1]].min() > errors[True][[0, -1]].max(), "the extremes are where spread items matter"
 
 
 def _synthetic(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
