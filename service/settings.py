@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     search_backend: Literal["snapshot", "qdrant"] = "snapshot"
     reranker_top_k: int = Field(default=8, ge=1, description="stage-1 candidates the Model-SAT scorer re-ranks")
     reranker_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="share of the scorer's centred correction in re-ranked P(correct)"
+        default=0.25, ge=0.0, le=1.0, description="share of the scorer's centred correction in re-ranked P(correct)"
     )
     reranker_novelty_scale: float = Field(
         default=0.1,
