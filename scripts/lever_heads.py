@@ -75,11 +75,7 @@ def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedde
         blended = replace(est, p_correct=(1 - share) * est.p_correct + share * p_head)
         blended_val = replace(est_val, p_correct=(1 - share) * est_val.p_correct + share * p_head_val)
         params = harness.ValidationSet.of(split, validation, blended_val, p_sat_val).fit_calibration(k, weight)
-
-        def choose(lam: float, p1: np.ndarray = blended.p_correct, p: Any = params) -> np.ndarray:
-            final = harness.calibrate(harness.reranked_p_correct(p1, p_sat, est.costs, lam, k, weight), p)
-            return harness.choose_models(final, est.costs, lam)
-
+        choose = harness.capprof_chooser(blended.p_correct, p_sat, est.costs, k, weight, params)
         curve = harness.curve_of(choose, outcomes, costs, harness.DEFAULT_LAMBDAS)
         cost = harness.cost_at_accuracy(curve, single.accuracy)
         result["heads"][str(share)] = {

@@ -262,6 +262,23 @@ def train_sat(
     return p_test, p_validation, trust, metrics
 
 
+def capprof_chooser(
+    stage1: Matrix,
+    stage2: Matrix,
+    estimated_costs: Matrix,
+    top_k: int,
+    weight: Matrix,
+    params: tuple[float, float] | None,
+) -> Callable[[float], npt.NDArray[np.int64]]:
+    """capprof's choice at each lambda, as the service makes it: the re-ranked P(correct), calibrated."""
+
+    def choose(cost_weight: float) -> npt.NDArray[np.int64]:
+        final = reranked_p_correct(stage1, stage2, estimated_costs, cost_weight, top_k, weight)
+        return choose_models(calibrate(final, params), estimated_costs, cost_weight)
+
+    return choose
+
+
 def evaluate(
     data: Path,
     benchmark: str,
@@ -313,9 +330,7 @@ def evaluate(
         "knn": lambda lam: choose_models(est.p_knn, est.costs, lam),
         "profile": lambda lam: choose_models(est.p_profile, est.costs, lam),
         "sat": lambda lam: choose_models(p_sat, est.costs, lam),
-        "capprof": lambda lam: choose_models(
-            calibrate(reranked_p_correct(est.p_correct, p_sat, est.costs, lam, k, weight), p_params), est.costs, lam
-        ),
+        "capprof": capprof_chooser(est.p_correct, p_sat, est.costs, k, weight, p_params),
     }
 
     train_outcomes = split.outcomes[split.train_rows]
@@ -454,7 +469,7 @@ class ValidationSet:
         if len(self.outcomes) < 2:
             return {}
         curve = curve_of(
-            lambda lam: choose_models(calibrate(self.final_p(lam, top_k, weight), params), self.estimated_costs, lam),
+            capprof_chooser(self.stage1, self.stage2, self.estimated_costs, top_k, weight, params),
             self.outcomes,
             self.costs,
         )
