@@ -114,7 +114,8 @@ def _pick_items(
     if not spread:
         return pool[:count]
     chosen: list[int] = []
-    for target in (np.arange(min(count, len(pool))) + 0.5) / min(count, len(pool)):
+    wanted = min(count, len(pool))
+    for target in (np.arange(wanted) + 0.5) / wanted:
         best = min(pool, key=lambda r: abs(share_right[r] - target))
         pool.remove(best)
         chosen.append(best)
