@@ -259,7 +259,7 @@ def model(request: Request, user: UserDep, session: SessionDep, runtime: Runtime
     chart = {
         "type": "bar",
         "data": {
-            "labels": [c["name"] for c in detail["capabilities"]] + [d["name"] for d in detail["domains"]],
+            "labels": [c["name"] for c in cells],
             "datasets": [
                 {
                     "label": "routing's score (shrunk by evidence, on everyone's queries)",
