@@ -10,12 +10,14 @@ from profiling.scoring import Alternative
 
 @dataclass(frozen=True)
 class Contribution:
-    """How one model's utility splits: profile part per dimension, kNN part, the re-ranker's correction, cost part."""
+    """How one model's utility splits: profile part per dimension, kNN part, its head's part, the re-ranker's
+    correction, cost part."""
 
     dimensions: dict[str, float]
     knn: float
     cost: float
     reranker: float = 0.0
+    head: float = 0.0  # the model's head's part (its share times its P(correct)); 0 without a head
     calibration: float = 0.0  # what the calibration of P(correct) added (or took away)
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from profiling.embedder import resolve_device
+from profiling.model_heads import ModelHeads
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -140,6 +141,7 @@ class ModelSat:
         config: ModelSatConfig,
         device: str = "cpu",
         reference_aptitude: FloatArray | None = None,
+        heads: ModelHeads | None = None,
     ) -> None:
         self.device = device
         self.scorer = scorer.to(device).eval()
@@ -149,6 +151,8 @@ class ModelSat:
         # The aptitude vectors of the models it was trained on: how far a new model is from them says how much
         # its predictions for that model can be trusted (None for checkpoints saved before this was kept).
         self.reference_aptitude = reference_aptitude
+        # Per-model heads trained with the scorer on the same records, blended into stage 1 (None: none trained).
+        self.heads = heads
 
     def trust(self, aptitude: FloatArray, scale: float) -> npt.NDArray[np.float64]:
         """Per model, exp(-(d / scale)^2) with d the RMS distance to the nearest training model's aptitude vector."""
@@ -181,6 +185,7 @@ class ModelSat:
                 "reference_aptitude": None
                 if self.reference_aptitude is None
                 else torch.as_tensor(self.reference_aptitude),
+                "heads": None if self.heads is None else self.heads.to_tensors(),
                 "metadata": metadata or {},
             },
             path,
@@ -195,6 +200,7 @@ class ModelSat:
         scorer = ModelSatScorer(int(tasks.shape[1]), config)
         scorer.load_state_dict(blob["state_dict"])
         reference = blob.get("reference_aptitude")
+        heads = blob.get("heads")
         return cls(
             scorer,
             tasks.numpy(),
@@ -202,6 +208,7 @@ class ModelSat:
             config,
             resolve_device(device),
             None if reference is None else reference.numpy(),
+            None if heads is None else ModelHeads.from_tensors(heads),
         )
 
 

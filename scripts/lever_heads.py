@@ -4,10 +4,9 @@
         [--json docs/results/lever-heads-mmlu_pro.json]
 
 Per split (the harness's seeds and splits): capprof as `capprof evaluate` trains it (stage 1, Model-SAT, the
-validation calibration), and beside it one L2 logistic regression per model over the MiniLM query embedding, fitted
-on the training queries outside the validation set. The heads' P(correct) is blended into stage 1 with share h
-before re-ranking; h = 0 is capprof as it is. Prints capprof's accuracy at lambda 0 against best_single and the plain
-kNN (k = 100), and its cost share at best-single accuracy, per h. Not part of the service: a measurement only.
+validation calibration), with the per-model heads' share in stage 1 (CAPPROF_HEADS_WEIGHT) set to each h in turn;
+h = 0 is capprof without heads. Prints capprof's accuracy at lambda 0 against best_single and the plain kNN
+(k = 100), and its cost share at best-single accuracy, per h. A measurement to choose the default share by.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,24 +27,7 @@ from profiling.embedding_cache import CachedEmbedder  # noqa: E402
 from service.jobs import evaluate as harness  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
-SHARES = (0.0, 0.25, 0.5)
-
-
-def heads(vectors: np.ndarray, outcomes: np.ndarray, fit_rows: list[int], rows: list[list[int]]) -> list[np.ndarray]:
-    """P(correct) per (row, model) for each list of `rows`, from per-model heads fitted on `fit_rows`."""
-    out = [np.zeros((len(r), outcomes.shape[1])) for r in rows]
-    for model in range(outcomes.shape[1]):
-        y = outcomes[fit_rows, model]
-        known = ~np.isnan(y)
-        right = (y[known] >= 0.5).astype(int)
-        if right.min() == right.max():  # one class only: its rate
-            for o in out:
-                o[:, model] = right.mean()
-            continue
-        head = LogisticRegression(C=1.0, max_iter=300).fit(vectors[fit_rows][known], right)
-        for o, r in zip(out, rows, strict=True):
-            o[:, model] = head.predict_proba(vectors[r])[:, 1]
-    return out
+SHARES = (0.0, 0.25, 0.5, 0.75)
 
 
 def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedder: CachedEmbedder) -> dict[str, Any]:
@@ -62,8 +42,7 @@ def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedde
         harness.training_family(split, set(), set()), split, embedder, settings, vectors, validation
     )
     p_sat, p_sat_val, trust, _ = harness.train_sat(split, aptitude, vectors, embedder, old, seed, settings)
-    held = set(validation)
-    p_head, p_head_val = heads(vectors, split.outcomes, [i for i in train if i not in held], [test, validation])
+    visible = harness.visible_training_outcomes(split, [], set())
     _, single = harness.best_single(harness.common_accuracy(split.outcomes[train]), outcomes, costs)
     knn_p, knn_cost = harness.plain_knn(
         vectors[test], vectors[train], split.outcomes[train], split.costs[train], harness.PLAIN_KNN_K
@@ -72,8 +51,9 @@ def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedde
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
     result: dict[str, Any] = {"seed": seed, "best_single": single.accuracy, "plain_knn": knn.accuracy, "heads": {}}
     for share in SHARES:
-        blended = replace(est, p_correct=(1 - share) * est.p_correct + share * p_head)
-        blended_val = replace(est_val, p_correct=(1 - share) * est_val.p_correct + share * p_head_val)
+        with_share = settings.model_copy(update={"heads_weight": share})
+        blended = harness.with_heads(est, split, vectors, visible, validation, test, with_share)
+        blended_val = harness.with_heads(est_val, split, vectors, visible, validation, validation, with_share)
         params = harness.ValidationSet.of(split, validation, blended_val, p_sat_val).fit_calibration(k, weight)
         choose = harness.capprof_chooser(blended.p_correct, p_sat, est.costs, k, weight, params)
         curve = harness.curve_of(choose, outcomes, costs, harness.DEFAULT_LAMBDAS)

@@ -87,6 +87,19 @@ class Settings(BaseSettings):
         "correction it measured no better in the onboarding sweeps (docs/evaluation.md)",
     )
 
+    heads_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of a model's head (a logistic regression on the query embedding, trained with the "
+        "re-ranker checkpoint) in its stage-1 P(correct), for a head fitted on ample records",
+    )
+    heads_pseudo_count: float = Field(
+        default=100.0,
+        ge=0.0,
+        description="records a head was fitted on at which its share is half of heads_weight (0: full share for any)",
+    )
+
     # Serving.
     route_batch_max: int = Field(default=256, ge=1)
     microbatch_window_ms: float = Field(default=0.0, ge=0.0, description="extra wait for company (0: natural batching)")

@@ -182,6 +182,8 @@ def test_a_rest_model_with_strong_evidence_beats_re_ranked_models(trained: Runti
     assert scores == sorted(scores, reverse=True)
     contributions = routed["contributions"]
     assert contributions["code-specialist"]["reranker"] == 0  # no aptitude results: stage 1 only
+    assert contributions["code-specialist"]["head"] == 0  # registered after the checkpoint: no head either
+    assert any(c["head"] > 0 for c in contributions.values())  # while the checkpoint's models have theirs
     assert any(c["reranker"] != 0 for c in contributions.values())  # competing against re-ranked models
 
 
@@ -229,7 +231,8 @@ def test_presets_are_calibrated_monotone_and_used_by_default(trained: Runtime) -
         best = explained["alternatives"][0]
         parts = explained["contributions"][best["model"]]
         assert parts["calibration"] != 0.0  # P(correct) is calibrated now, and the explanation says by how much
-        total = sum(parts["dimensions"].values()) + parts["knn"] + parts["reranker"] + parts["cost"]
+        assert parts["head"] > 0  # the active checkpoint's head for this model weighs in
+        total = sum(parts["dimensions"].values()) + parts["knn"] + parts["head"] + parts["reranker"] + parts["cost"]
         assert total + parts["calibration"] == pytest.approx(best["score"], abs=1e-6)
         explicit = client.post("/v1/route", json={**query, "lambda": 0.25}).json()
         assert explicit["preset"] is None and explicit["lambda"] == 0.25

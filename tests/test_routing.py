@@ -205,7 +205,14 @@ def test_explain_splits_the_score(routed) -> None:  # type: ignore[no-untyped-de
     best = decision["alternatives"][0]
     parts = decision["contributions"][best["model"]]
     assert parts["dimensions"], "no per-dimension contribution"
-    total = sum(parts["dimensions"].values()) + parts["knn"] + parts["reranker"] + parts["cost"] + parts["calibration"]
+    total = (
+        sum(parts["dimensions"].values())
+        + parts["knn"]
+        + parts["head"]
+        + parts["reranker"]
+        + parts["cost"]
+        + parts["calibration"]
+    )
     assert total == pytest.approx(best["score"], abs=1e-6)
 
 

@@ -341,6 +341,11 @@ class QueryProfileOut(BaseModel):
 class ContributionOut(BaseModel):
     dimensions: dict[str, float]
     knn: float
+    head: float = Field(
+        default=0.0,
+        description="the model's head (a per-model classifier on the query, trained with the re-ranker): its share "
+        "times its P(correct); 0 without one",
+    )
     reranker: float = Field(
         description="the Model-SAT scorer's correction (centred per query, so it can be negative); 0 if not re-scored"
     )
@@ -406,7 +411,12 @@ def decision_response(decision: Decision, latency_ms: float) -> RouteResponse:
         if decision.contributions is None
         else {
             m: ContributionOut(
-                dimensions=c.dimensions, knn=c.knn, reranker=c.reranker, cost=c.cost, calibration=c.calibration
+                dimensions=c.dimensions,
+                knn=c.knn,
+                head=c.head,
+                reranker=c.reranker,
+                cost=c.cost,
+                calibration=c.calibration,
             )
             for m, c in decision.contributions.items()
         },

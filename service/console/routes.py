@@ -384,13 +384,14 @@ def _messages(chat: str) -> list[dict[str, str]]:
 
 
 def _explanation(response: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chosen model's utility as signed parts: each dimension's share, kNN, re-ranker, calibration, cost."""
+    """The chosen model's utility as signed parts: each dimension's share, kNN, head, re-ranker, calibration, cost."""
     contribution = (response.get("contributions") or {}).get(response["model"])
     if not contribution:
         return []
     parts = [{"name": name, "kind": "dimension", "value": value} for name, value in contribution["dimensions"].items()]
     parts += [
         {"name": "kNN over evaluated queries", "kind": "knn", "value": contribution["knn"]},
+        {"name": "the model's head", "kind": "head", "value": contribution.get("head", 0.0)},
         {"name": "Model-SAT re-ranker", "kind": "reranker", "value": contribution["reranker"]},
         {"name": "calibration", "kind": "calibration", "value": contribution.get("calibration", 0.0)},
         {"name": "cost (lambda x cost)", "kind": "cost", "value": contribution["cost"]},

@@ -41,6 +41,7 @@ from profiling.evaluation import (
     reranked_p_correct,
 )
 from profiling.evaluation import choose as choose_models
+from profiling.model_heads import blend_heads, fit_heads
 from profiling.model_sat import (
     ModelSatConfig,
     aptitude_vectors,
@@ -212,6 +213,37 @@ def split_aptitude(
     return old, aptitude, ({train[r] for r in aptitude.item_rows} if new else set())
 
 
+def visible_training_outcomes(split: Split, new_models: Sequence[str], aptitude_rows: set[int]) -> Matrix:
+    """(training rows x models) outcomes the deployment knows: a new model's only on the aptitude items."""
+    outcomes = split.outcomes[split.train_rows]
+    if not new_models:
+        return outcomes
+    visible = np.zeros_like(outcomes, dtype=bool)
+    items = [r for r, i in enumerate(split.train_rows) if i in aptitude_rows]
+    for c, m in enumerate(split.models):
+        visible[items if m in set(new_models) else slice(None), c] = True
+    return np.where(visible, outcomes, np.nan)
+
+
+def with_heads(
+    est: Estimates,
+    split: Split,
+    vectors: npt.NDArray[np.float32],
+    visible: Matrix,
+    validation_rows: Sequence[int],
+    rows: Sequence[int],
+    settings: Settings,
+) -> Estimates:
+    """`est` (stage 1 for `rows`) with the per-model heads blended in, as the service does with a checkpoint's
+    heads: fitted on the visible training outcomes outside the validation rows, each weighing in by its records."""
+    held = set(validation_rows)
+    fit = [r for r, i in enumerate(split.train_rows) if i not in held]
+    heads = fit_heads(vectors[[split.train_rows[r] for r in fit]], visible[fit], split.models)
+    shares = heads.shares(settings.heads_weight, settings.heads_pseudo_count)
+    p_heads = heads.predict(vectors[list(rows)])
+    return replace(est, p_correct=blend_heads(est.p_correct, p_heads, shares), p_heads=p_heads, head_share=shares)
+
+
 def item_outcomes(split: Split, aptitude: AptitudeTest) -> Matrix:
     """(models x tasks x items) outcomes of every model on the aptitude items (NaN = not answered)."""
     train = split.train_rows
@@ -318,6 +350,9 @@ def evaluate(
     est, est_val = stage1_estimates(
         training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors, validation_rows
     )
+    train_outcomes = visible_training_outcomes(split, new, aptitude_rows)
+    est = with_heads(est, split, vectors, train_outcomes, validation_rows, split.test_rows, settings)
+    est_val = with_heads(est_val, split, vectors, train_outcomes, validation_rows, validation_rows, settings)
     log("training the Model-SAT scorer ...")
     p_sat, p_sat_val, trust, sat_metrics = train_sat(split, aptitude, vectors, embedder, old, seed, settings)
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
@@ -333,13 +368,7 @@ def evaluate(
         "capprof": capprof_chooser(est.p_correct, p_sat, est.costs, k, weight, p_params),
     }
 
-    train_outcomes = split.outcomes[split.train_rows]
-    if new:  # a new model's training accuracy is what its aptitude items show
-        visible = np.zeros_like(train_outcomes, dtype=bool)
-        rows = [r for r, i in enumerate(split.train_rows) if i in aptitude_rows]
-        for c, m in enumerate(split.models):
-            visible[rows if m in new else slice(None), c] = True
-        train_outcomes = np.where(visible, train_outcomes, np.nan)
+    # a new model's training accuracy is what its aptitude items show
     single_col, single = best_single(common_accuracy(train_outcomes), outcomes, costs)
 
     fixed: dict[str, Point] = {
@@ -374,6 +403,8 @@ def evaluate(
     if new:
         log("training capprof again with the new models' full training outcomes ...")
         full, _ = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, vectors)
+        everything = visible_training_outcomes(split, [], set())
+        full = with_heads(full, split, vectors, everything, validation_rows, split.test_rows, settings)
         everyone = list(range(len(split.models)))
         full_sat, _, full_trust, _ = train_sat(split, aptitude, vectors, embedder, everyone, seed, settings)
         full_weight = settings.reranker_weight * full_trust

@@ -18,7 +18,16 @@ from tqdm import tqdm
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import choose_reranked, oracle_choice, realised
-from service.jobs.evaluate import load_split, split_aptitude, stage1_estimates, train_sat, training_family
+from service.jobs.evaluate import (
+    load_split,
+    sat_validation_rows,
+    split_aptitude,
+    stage1_estimates,
+    train_sat,
+    training_family,
+    visible_training_outcomes,
+    with_heads,
+)
 from service.settings import Settings
 
 
@@ -57,10 +66,13 @@ def onboarding_sweep(
     outcomes, costs = split.outcomes[test], split.costs[test]
     oracle_picks = oracle_choice(outcomes, costs)
     k = settings.reranker_top_k
+    validation = sat_validation_rows(split, seed)
 
     def capprof_choice(new: list[str]) -> np.ndarray:
         old, aptitude, aptitude_rows = split_aptitude(split, vectors, new)
         est, _ = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors)
+        visible = visible_training_outcomes(split, new, aptitude_rows)
+        est = with_heads(est, split, vectors, visible, validation, test, settings)
         p_sat, _, trust, _ = train_sat(split, aptitude, vectors, embedder, old, seed, settings)
         return choose_reranked(est.p_correct, p_sat, est.costs, 0.0, k, settings.reranker_weight * trust)
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import is_test
+from profiling.model_heads import fit_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
 from service.errors import NotFoundError
 from service.settings import Settings
@@ -75,7 +76,8 @@ def train_checkpoint(
     config: ModelSatConfig | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RerankerCheckpoint:
-    """Trains on every active model's records; the new checkpoint is stored but not activated."""
+    """Trains the scorer and the per-model heads on every active model's records; the new checkpoint is stored
+    but not activated."""
     test = current_test(session)
     if test is None:
         raise NotFoundError("no aptitude test: run `capprof aptitude build` first")
@@ -90,6 +92,12 @@ def train_checkpoint(
         device=settings.device,
         log=log,
         validation_rows=data.validation_rows,
+    )
+    # The heads see the same records as the scorer: never the validation rows, where presets and the
+    # calibration of the final P(correct) are fitted.
+    fit_rows = np.setdiff1d(np.arange(len(data.matrix.query_ids)), data.validation_rows)
+    sat.heads = fit_heads(
+        data.matrix.vectors[fit_rows], data.matrix.outcomes[fit_rows], [str(int(m)) for m in data.matrix.model_ids]
     )
     version = (session.scalar(select(func.max(RerankerCheckpoint.version))) or 0) + 1
     path = settings.checkpoint_dir.resolve() / f"model_sat_v{version}.pt"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from profiling.calibration import calibrate
 from profiling.decision import Contribution, Decision
 from profiling.knn import knn_estimate
+from profiling.model_heads import blend_heads
 from profiling.model_profile import COST_UNIT, profile_estimate
 from profiling.model_sat import ModelSat
 from profiling.operating_points import DEFAULT_PRESET
@@ -83,6 +84,8 @@ class Estimates:
     knn_share: npt.NDArray[np.float64]
     p_correct: npt.NDArray[np.float64]
     costs: npt.NDArray[np.float64]
+    p_heads: npt.NDArray[np.float64] | None = None  # the per-model heads' P(correct), when a checkpoint has them
+    head_share: npt.NDArray[np.float64] | None = None  # models: each head's share in p_correct
 
 
 class RoutingEngine:
@@ -199,7 +202,14 @@ class RoutingEngine:
         knn_share = self.settings.knn_weight * support / (support + self.settings.knn_shrinkage + 1e-12)
         p_correct = (1.0 - knn_share) * p_profile + knn_share * p_knn
         costs = estimate_costs(state.models, input_tokens(chars))
-        return Estimates(weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs)
+        stage2 = state.stage2
+        if stage2 is None or stage2.heads is None or stage2.head_shares is None:
+            return Estimates(weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs)
+        p_heads = stage2.heads.predict(vectors)
+        p_correct = blend_heads(p_correct, p_heads, stage2.head_shares)
+        return Estimates(
+            weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs, p_heads, stage2.head_shares
+        )
 
     def decide(
         self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64], options: Sequence[RouteOptions]
@@ -262,14 +272,17 @@ class RoutingEngine:
         result = {}
         for name in models:
             m = column[name]
-            profile_share = 1.0 - est.knn_share[row, m]
+            head_share = 0.0 if est.head_share is None else float(est.head_share[m])
+            stage1_share = 1.0 - head_share
+            profile_share = stage1_share * (1.0 - est.knn_share[row, m])
             cost = impute_costs(est.costs[row : row + 1])[0, m]
             result[name] = Contribution(
                 dimensions={
                     catalog.names[d]: float(profile_share * est.weights[row, d] / kinds_present * state.profile[m, d])
                     for d in active
                 },
-                knn=float(est.knn_share[row, m] * est.p_knn[row, m]),
+                knn=float(stage1_share * est.knn_share[row, m] * est.p_knn[row, m]),
+                head=0.0 if est.p_heads is None else float(head_share * est.p_heads[row, m]),
                 cost=float(-cost_weight * COST_UNIT * cost),
                 reranker=corrections.get(m, 0.0),
                 calibration=float(calibration[m]),

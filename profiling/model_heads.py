@@ -1,0 +1,111 @@
+"""Per-model heads: one L2 logistic regression per model over the query embedding, P(correct | query).
+
+Stage 1 knows a model through its profile (per dimension) and its nearest evaluated queries (kNN); a head reads
+the whole embedding with the model's own outcomes, which is the sharper per-query signal cross-validation found
+(docs/evaluation.md, "per-model heads"). Its P(correct) is blended into stage 1 with a share that grows with the
+records the head was fitted on, so a head fitted on a handful of records barely moves the estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
+
+FloatArray = npt.NDArray[np.float64]
+
+HEAD_L2_C = 1.0
+"""Inverse L2 strength of each head (scikit-learn's C), as measured by scripts/lever_heads.py."""
+
+
+@dataclass(frozen=True)
+class ModelHeads:
+    """Heads for a set of models: row i belongs to `keys[i]` (a model id as text in the service, a name in the
+    harness); `records[i]` is how many outcomes it was fitted on (0: no head)."""
+
+    keys: tuple[str, ...]
+    coef: FloatArray  # models x embedding dim
+    intercept: FloatArray  # models
+    records: FloatArray  # models
+
+    def arranged(self, keys: Sequence[str]) -> ModelHeads:
+        """The heads in the order of `keys`; a key without a head gets zero weights and zero records."""
+        row = {k: i for i, k in enumerate(self.keys)}
+        dim = self.coef.shape[1]
+        coef, intercept, records = np.zeros((len(keys), dim)), np.zeros(len(keys)), np.zeros(len(keys))
+        for i, key in enumerate(keys):
+            if key in row:
+                coef[i], intercept[i], records[i] = (
+                    self.coef[row[key]],
+                    self.intercept[row[key]],
+                    self.records[row[key]],
+                )
+        return ModelHeads(tuple(keys), coef, intercept, records)
+
+    def predict(self, vectors: npt.ArrayLike) -> FloatArray:
+        """(queries x models) P(correct) of each head."""
+        logits = np.asarray(vectors, np.float64) @ self.coef.T + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+
+    def shares(self, weight: float, pseudo_count: float) -> FloatArray:
+        """Per model, the head's share in P(correct): weight * n / (n + pseudo_count), n its records."""
+        n = np.maximum(self.records, 0.0)
+        if pseudo_count <= 0:
+            return np.where(n > 0, weight, 0.0)
+        return weight * n / (n + pseudo_count)
+
+    def to_tensors(self) -> dict[str, object]:
+        """A plain dict of lists and arrays that `torch.save` and `weights_only` loading both accept."""
+        import torch
+
+        return {
+            "keys": list(self.keys),
+            "coef": torch.as_tensor(self.coef),
+            "intercept": torch.as_tensor(self.intercept),
+            "records": torch.as_tensor(self.records),
+        }
+
+    @classmethod
+    def from_tensors(cls, blob: dict[str, object]) -> ModelHeads:
+        def array(name: str) -> FloatArray:
+            value = blob[name]
+            return np.asarray(value.numpy() if hasattr(value, "numpy") else value, np.float64)
+
+        keys = blob["keys"]
+        assert isinstance(keys, list)
+        return cls(tuple(str(k) for k in keys), array("coef"), array("intercept"), array("records"))
+
+
+def fit_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str], c: float = HEAD_L2_C) -> ModelHeads:
+    """One head per column of `outcomes` (queries x models, NaN = no record; a score >= 0.5 counts as right).
+
+    A model with outcomes of one kind only gets a constant head at its (smoothed) rate; one with none gets no head.
+    """
+    x = np.asarray(vectors, np.float64)
+    y_all = np.asarray(outcomes, np.float64)
+    coef, intercept, records = (
+        np.zeros((y_all.shape[1], x.shape[1])),
+        np.zeros(y_all.shape[1]),
+        np.zeros(y_all.shape[1]),
+    )
+    for m in range(y_all.shape[1]):
+        known = ~np.isnan(y_all[:, m])
+        right = (y_all[known, m] >= 0.5).astype(int)
+        records[m] = len(right)
+        if not len(right):
+            continue
+        if right.min() == right.max():
+            rate = (right.sum() + 0.5) / (len(right) + 1.0)
+            intercept[m] = np.log(rate / (1 - rate))
+            continue
+        head = LogisticRegression(C=c, max_iter=300).fit(x[known], right)
+        coef[m], intercept[m] = head.coef_[0], head.intercept_[0]
+    return ModelHeads(tuple(keys), coef, intercept, records)
+
+
+def blend_heads(p_stage1: FloatArray, p_heads: FloatArray, shares: FloatArray) -> FloatArray:
+    """(1 - share) * stage 1 + share * head, per model (share 0: stage 1 unchanged)."""
+    return (1.0 - shares) * p_stage1 + shares * p_heads

@@ -1,0 +1,91 @@
+"""Per-model heads: a per-query signal from the model's own outcomes, weighed by how many there are."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from profiling.dataset import read_family
+from profiling.model_heads import ModelHeads, blend_heads, fit_heads
+from profiling.model_sat import ModelSat, ModelSatConfig, train_model_sat
+from service.jobs.evaluate import split_family, visible_training_outcomes, with_heads
+from service.routing.engine import Estimates
+from service.settings import Settings
+from tests.conftest import shared_family
+
+
+def _two_kinds(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Queries of two kinds; model 0 is right on kind 0 only, model 1 on kind 1 only."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.integers(0, 2, n)
+    centres = rng.normal(size=(2, 16))
+    vectors = centres[kinds] + 0.3 * rng.normal(size=(n, 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    outcomes = np.stack([kinds == 0, kinds == 1], axis=1).astype(float)
+    return vectors.astype(np.float32), outcomes
+
+
+def test_heads_tell_apart_queries_a_model_gets_right_from_those_it_gets_wrong() -> None:
+    vectors, outcomes = _two_kinds()
+    heads = fit_heads(vectors[:300], outcomes[:300], ["a", "b"])
+    p = heads.predict(vectors[300:])
+    right = outcomes[300:] == 1
+    assert p[right].min() > 0.6 and p[~right].max() < 0.4
+    # Blended into a stage 1 that cannot tell the models apart, the heads pick the right model for every query.
+    flat = np.full_like(p, 0.5)
+    chosen = blend_heads(flat, p, heads.shares(0.5, 100.0)).argmax(axis=1)
+    assert (outcomes[300:][np.arange(100), chosen] == 1).all()
+
+
+def test_a_head_fitted_on_one_record_barely_moves_the_estimate() -> None:
+    vectors, outcomes = _two_kinds()
+    thin = np.full_like(outcomes, np.nan)
+    thin[0, 0] = 1.0  # model "a": one right answer; model "b": nothing
+    heads = fit_heads(vectors, thin, ["a", "b"])
+    assert list(heads.records) == [1, 0]
+    shares = heads.shares(0.5, 100.0)
+    assert shares[0] == pytest.approx(0.5 / 101) and shares[1] == 0
+    stage1 = np.full((len(vectors), 2), 0.4)
+    blended = blend_heads(stage1, heads.predict(vectors), shares)
+    assert np.abs(blended - stage1).max() < 0.01
+    assert (heads.predict(vectors)[:, 0] < 0.8).all()  # one right answer is not certainty, even in the head itself
+
+
+def test_heads_travel_with_the_checkpoint_and_a_later_model_has_none(tmp_path: Path) -> None:
+    vectors, outcomes = _two_kinds()
+    items = np.stack([outcomes[:20].T, outcomes[20:40].T], axis=1)  # models x 2 tasks x 20 items
+    sat, _ = train_model_sat(
+        vectors, outcomes, items, vectors[:2], ModelSatConfig(epochs=1, hidden=16, model_dim=8), device="cpu"
+    )
+    sat.heads = fit_heads(vectors, outcomes, ["11", "12"])
+    sat.save(tmp_path / "sat.pt")
+    loaded = ModelSat.load(tmp_path / "sat.pt", "cpu")
+    assert loaded.heads is not None and loaded.heads.keys == ("11", "12")
+    np.testing.assert_allclose(loaded.heads.predict(vectors), sat.heads.predict(vectors))
+    arranged = loaded.heads.arranged(["12", "99", "11"])  # routing order; model 99 was registered afterwards
+    assert list(arranged.records) == [len(vectors), 0, len(vectors)]
+    assert arranged.shares(0.5, 100.0)[1] == 0
+    np.testing.assert_allclose(arranged.predict(vectors)[:, [0, 2]], sat.heads.predict(vectors)[:, [1, 0]])
+
+
+def test_the_harness_fits_a_new_models_head_on_its_aptitude_items_only() -> None:
+    split = split_family(read_family(shared_family("zeroeval")), seed=0, test_ids=None)
+    new = split.models[0]
+    item_rows = set(split.train_rows[:200])
+    validation = split.train_rows[:50]
+    visible = visible_training_outcomes(split, [new], item_rows)
+    assert np.isnan(visible[200:, 0]).all()  # nothing of the new model beyond its items
+    np.testing.assert_array_equal(np.isnan(visible[:, 1]), np.isnan(split.outcomes[split.train_rows, 1]))
+
+    vectors = np.random.default_rng(0).normal(size=(len(split.family.queries), 8)).astype(np.float32)
+    rows, models = len(split.test_rows), len(split.models)
+    zeros = np.zeros((rows, models))
+    stage1 = Estimates(np.zeros((rows, 1)), np.zeros((rows, 1)), np.zeros(rows, np.float32), zeros, zeros, zeros,
+                       np.full((rows, models), 0.5), zeros)  # fmt: skip
+    settings = Settings(heads_weight=0.5, heads_pseudo_count=100.0)
+    blended = with_heads(stage1, split, vectors, visible, validation, split.test_rows, settings)
+    assert blended.head_share is not None and blended.p_heads is not None
+    fitted_on = (~np.isnan(visible[50:200, 0])).sum()  # its items outside the validation rows
+    assert blended.head_share[0] == pytest.approx(0.5 * fitted_on / (fitted_on + 100.0))
+    assert blended.head_share[1] > blended.head_share[0]  # a known model's head rests on all its records
+    np.testing.assert_allclose(blended.p_correct, 0.5 * (1 - blended.head_share) + blended.head_share * blended.p_heads)
