@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from profiling.dataset import read_family
-from profiling.model_heads import ModelHeads, blend_heads, fit_heads
+from profiling.model_heads import blend_heads, fit_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, train_model_sat
 from service.jobs.evaluate import split_family, visible_training_outcomes, with_heads
 from service.routing.engine import Estimates

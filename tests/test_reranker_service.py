@@ -3,16 +3,18 @@
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.model_sat import ModelSatConfig
 from service.registry.aptitude import build_test
-from service.registry.checkpoints import activate, train_checkpoint
+from service.registry.checkpoints import activate, evaluate_checkpoint, train_checkpoint, training_data
 from service.registry.importer import import_data
 from service.runtime import Runtime, upgrade_database
 from service.store.orm import ProbabilityCalibration
+from service.store.readers import current_test
 from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_family, small_family
 
@@ -146,6 +148,19 @@ def test_the_scorer_does_not_guess_for_a_model_it_was_not_trained_on(trained: Ru
     shares = {model: c["reranker"] for model, c in routed["contributions"].items()}
     assert shares["twin"] == 0.0
     assert any(share != 0.0 for model, share in shares.items() if model != "twin")
+
+
+def test_checkpoint_evaluation_reports_its_heads_beside_the_scorer(trained: Runtime) -> None:
+    with trained.sessions() as session:
+        result = evaluate_checkpoint(session, trained.store, trained.settings, 1)
+        test = current_test(session)
+        assert test is not None
+        data = training_data(session, trained.store, test)
+    validation = data.matrix.outcomes[data.validation_rows]
+    assert result["validation_queries"] == len(validation) > 0
+    assert 0 <= result["heads_ece"] <= 1
+    # each head knows at least its model's rate, so their top pick beats a model picked at random
+    assert result["heads_top1_accuracy"] >= float(np.nanmean(np.nanmean(validation, axis=0)))
 
 
 def _zeroeval_query_ids(runtime: Runtime, subject: str, n: int) -> list[str]:

@@ -142,15 +142,24 @@ def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings
         else ModelSat.load(Path(checkpoint.path), settings.device)
     )
     rows = data.validation_rows
-    p = sat.predict(data.matrix.vectors[rows], sat.embed_models(aptitude_vectors(data.item_outcomes)))
-    outcomes = data.matrix.outcomes[rows]
-    known = ~np.isnan(outcomes)
-    chosen = p.argmax(axis=1)
-    return {
-        "version": version,
-        "validation_queries": len(rows),
-        "ece": expected_calibration_error(p[known], outcomes[known]),
-        "top1_accuracy": float(np.nanmean(outcomes[np.arange(len(rows)), chosen])),
+    vectors, outcomes = data.matrix.vectors[rows], data.matrix.outcomes[rows]
+    p = sat.predict(vectors, sat.embed_models(aptitude_vectors(data.item_outcomes)))
+    result: dict[str, Any] = {"version": version, "validation_queries": len(rows), **_figures(p, outcomes)}
+    if sat.heads is not None:  # the per-model heads alone, for the models they were trained for
+        heads = sat.heads.arranged([str(int(m)) for m in data.matrix.model_ids])
+        figures = _figures(np.where(heads.records > 0, heads.predict(vectors), np.nan), outcomes)
+        result |= {f"heads_{name}": value for name, value in figures.items()}
+    return result | {
         "best_single_accuracy": float(np.nanmax(np.nanmean(outcomes, axis=0))),
         "data_changed_since_training": data.fingerprint != checkpoint.data_fingerprint,
+    }
+
+
+def _figures(p: npt.NDArray[np.float64], outcomes: npt.NDArray[np.float64]) -> dict[str, float]:
+    """Calibration error over the known (query, model) pairs, and the accuracy of each query's top model."""
+    known = ~np.isnan(outcomes) & ~np.isnan(p)
+    chosen = np.where(np.isnan(p), -np.inf, p).argmax(axis=1)
+    return {
+        "ece": expected_calibration_error(p[known], outcomes[known]),
+        "top1_accuracy": float(np.nanmean(outcomes[np.arange(len(p)), chosen])),
     }
