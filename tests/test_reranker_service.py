@@ -14,7 +14,7 @@ from service.registry.checkpoints import activate, evaluate_checkpoint, train_ch
 from service.registry.importer import import_data
 from service.runtime import Runtime, upgrade_database
 from service.store.orm import ProbabilityCalibration
-from service.store.readers import current_test
+from service.store.readers import current_test, get_checkpoint
 from service.store.vector_store import VectorStore
 from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_family, small_family
 
@@ -156,6 +156,9 @@ def test_checkpoint_evaluation_reports_its_heads_beside_the_scorer(trained: Runt
         test = current_test(session)
         assert test is not None
         data = training_data(session, trained.store, test)
+        trained_with = get_checkpoint(session, 1).metrics
+    assert trained_with["heads"] == len(data.matrix.model_ids)  # every model with records has one
+    assert trained_with["heads_validation_top1_accuracy"] == pytest.approx(result["heads_top1_accuracy"])
     validation = data.matrix.outcomes[data.validation_rows]
     assert result["validation_queries"] == len(validation) > 0
     assert 0 <= result["heads_ece"] <= 1

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import is_test
-from profiling.model_heads import fit_heads
+from profiling.model_heads import ModelHeads, fit_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
 from service.errors import NotFoundError
 from service.settings import Settings
@@ -96,9 +96,13 @@ def train_checkpoint(
     # The heads see the same records as the scorer: never the validation rows, where presets and the
     # calibration of the final P(correct) are fitted.
     fit_rows = np.setdiff1d(np.arange(len(data.matrix.query_ids)), data.validation_rows)
-    sat.heads = fit_heads(
+    heads = fit_heads(
         data.matrix.vectors[fit_rows], data.matrix.outcomes[fit_rows], [str(int(m)) for m in data.matrix.model_ids]
     )
+    sat.heads = heads
+    validation = data.matrix.vectors[data.validation_rows], data.matrix.outcomes[data.validation_rows]
+    metrics |= {f"heads_validation_{k}": v for k, v in _heads_figures(heads, *validation).items()}
+    metrics["heads"] = float((heads.records > 0).sum())
     version = (session.scalar(select(func.max(RerankerCheckpoint.version))) or 0) + 1
     path = settings.checkpoint_dir.resolve() / f"model_sat_v{version}.pt"
     sat.save(path, {"version": version, "aptitude_test_version": test.version, "fingerprint": data.fingerprint})
@@ -145,14 +149,20 @@ def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings
     vectors, outcomes = data.matrix.vectors[rows], data.matrix.outcomes[rows]
     p = sat.predict(vectors, sat.embed_models(aptitude_vectors(data.item_outcomes)))
     result: dict[str, Any] = {"version": version, "validation_queries": len(rows), **_figures(p, outcomes)}
-    if sat.heads is not None:  # the per-model heads alone, for the models they were trained for
+    if sat.heads is not None:
         heads = sat.heads.arranged([str(int(m)) for m in data.matrix.model_ids])
-        figures = _figures(np.where(heads.records > 0, heads.predict(vectors), np.nan), outcomes)
-        result |= {f"heads_{name}": value for name, value in figures.items()}
+        result |= {f"heads_{name}": value for name, value in _heads_figures(heads, vectors, outcomes).items()}
     return result | {
         "best_single_accuracy": float(np.nanmax(np.nanmean(outcomes, axis=0))),
         "data_changed_since_training": data.fingerprint != checkpoint.data_fingerprint,
     }
+
+
+def _heads_figures(
+    heads: ModelHeads, vectors: npt.NDArray[np.float32], outcomes: npt.NDArray[np.float64]
+) -> dict[str, float]:
+    """The per-model heads alone (in the columns of `outcomes`), over the models that have one."""
+    return _figures(np.where(heads.records > 0, heads.predict(vectors), np.nan), outcomes)
 
 
 def _figures(p: npt.NDArray[np.float64], outcomes: npt.NDArray[np.float64]) -> dict[str, float]:
