@@ -529,6 +529,10 @@ def onboard(
     if report.failed:
         typer.echo(f"rerun `capprof onboard {model}` to retry the {report.failed} failed items", err=True)
         raise typer.Exit(1)
+    typer.echo(
+        "routable now from its aptitude answers; `capprof reranker train --activate` gives it a head of its own",
+        err=True,
+    )
 
 
 @app.command()
