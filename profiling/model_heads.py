@@ -16,6 +16,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from profiling.model_profile import difficulty_shift
+
 FloatArray = npt.NDArray[np.float64]
 
 HEAD_L2_C = 1.0
@@ -50,6 +52,27 @@ class ModelHeads:
         """(queries x models) P(correct) of each head."""
         logits = np.asarray(vectors, np.float64) @ self.coef.T + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+
+    def recentred(self, vectors: npt.ArrayLike, target_means: npt.ArrayLike, steps: int = 30) -> ModelHeads:
+        """The heads with each intercept moved so that their mean P(correct) over `vectors` is `target_means`.
+
+        A head fitted on a new model's aptitude items learns how often it is right on those items, which are easier
+        for strong models than queries at large; moved to the model's mean over every evaluated query (from the
+        difficulty fit, as stage 1's profile is), it keeps what it learned about which queries suit the model and
+        stops overrating it. A head fitted on every query barely moves. Models without a head are left alone.
+        """
+        x = np.asarray(vectors, np.float64)
+        if not len(x):
+            return self
+        logits = x @ self.coef.T + self.intercept
+        target = np.clip(np.asarray(target_means, np.float64), 1e-4, 1 - 1e-4)
+        shift = np.zeros(len(self.keys))
+        for _ in range(steps):  # Newton on mean(sigmoid(logit + shift)) = target, per model
+            p = 1.0 / (1.0 + np.exp(-(logits + shift)))
+            slope = (p * (1 - p)).mean(axis=0)
+            shift -= np.clip((p.mean(axis=0) - target) / np.maximum(slope, 1e-6), -2.0, 2.0)
+        moved = np.where(self.records > 0, self.intercept + shift, self.intercept)
+        return ModelHeads(self.keys, self.coef, moved, self.records)
 
     def shares(self, weight: float, pseudo_count: float) -> FloatArray:
         """Per model, the head's share in P(correct): weight * n / (n + pseudo_count), n its records."""
@@ -116,6 +139,16 @@ def fit_heads(
     fitted_coef = np.where(both_kinds, coef.detach().numpy(), 0.0).T
     fitted_intercept = np.where(both_kinds, intercept.detach().numpy(), np.where(records > 0, prior, 0.0))
     return ModelHeads(tuple(keys), fitted_coef, fitted_intercept, records)
+
+
+def fit_placed_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str]) -> ModelHeads:
+    """Heads fitted on `outcomes` (queries x models, NaN = no record), each moved to its model's mean over all of
+    these queries: observed outcomes where it has them and the difficulty fit elsewhere (see `recentred`)."""
+    y = np.asarray(outcomes, np.float64)
+    heads = fit_heads(vectors, y, keys)
+    known = (~np.isnan(y)).sum(axis=0)
+    raw = np.divide(np.nansum(y >= 0.5, axis=0), known, out=np.zeros(y.shape[1]), where=known > 0)
+    return heads.recentred(vectors, raw + difficulty_shift(np.where(np.isnan(y), np.nan, y >= 0.5)))
 
 
 def blend_heads(p_stage1: FloatArray, p_heads: FloatArray, shares: FloatArray) -> FloatArray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from profiling.dataset import read_family
-from profiling.model_heads import blend_heads, fit_heads
+from profiling.model_heads import blend_heads, fit_heads, fit_placed_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, train_model_sat
 from service.jobs.evaluate import split_family, visible_training_outcomes, with_heads
 from service.routing.engine import Estimates
@@ -49,6 +49,26 @@ def test_a_head_fitted_on_one_record_barely_moves_the_estimate() -> None:
     blended = blend_heads(stage1, heads.predict(vectors), shares)
     assert np.abs(blended - stage1).max() < 0.01
     assert (heads.predict(vectors)[:, 0] < 0.8).all()  # one right answer is not certainty, even in the head itself
+
+
+def test_a_head_fitted_on_easy_items_is_placed_at_the_models_mean_over_every_query() -> None:
+    """Rasch data: a new model known only on the queries easiest for everyone looks better than it is; its placed
+    head is moved to its mean over all queries, as the difficulty fit estimates it from the other models."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.normal(0, 1.5, 600)
+    ability = np.array([-1.0, 0.0, 1.0, 2.0, 1.0])
+    truth = (rng.random((600, 5)) < 1 / (1 + np.exp(difficulty[:, None] - ability[None, :]))).astype(float)
+    vectors = rng.normal(size=(600, 16)).astype(np.float32)
+    outcomes = truth.copy()
+    easiest = np.argsort(difficulty)[:150]
+    outcomes[np.setdiff1d(np.arange(600), easiest), 4] = np.nan  # model 4: its "aptitude items" only
+    keys = [str(m) for m in range(5)]
+    plain, placed = fit_heads(vectors, outcomes, keys), fit_placed_heads(vectors, outcomes, keys)
+    true_mean = truth[:, 4].mean()
+    assert plain.predict(vectors)[:, 4].mean() > true_mean + 0.2  # the items' rate, far above its real level
+    assert abs(placed.predict(vectors)[:, 4].mean() - true_mean) < 0.08
+    # a model known on every query keeps its level
+    assert abs(placed.predict(vectors)[:, 2].mean() - truth[:, 2].mean()) < 0.01
 
 
 def test_heads_travel_with_the_checkpoint_and_a_later_model_has_none(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from profiling.evaluation import (
     reranked_p_correct,
 )
 from profiling.evaluation import choose as choose_models
-from profiling.model_heads import blend_heads, fit_heads
+from profiling.model_heads import blend_heads, fit_placed_heads
 from profiling.model_sat import (
     ModelSatConfig,
     aptitude_vectors,
@@ -238,7 +238,7 @@ def with_heads(
     heads: fitted on the visible training outcomes outside the validation rows, each weighing in by its records."""
     held = set(validation_rows)
     fit = [r for r, i in enumerate(split.train_rows) if i not in held]
-    heads = fit_heads(vectors[[split.train_rows[r] for r in fit]], visible[fit], split.models)
+    heads = fit_placed_heads(vectors[[split.train_rows[r] for r in fit]], visible[fit], split.models)
     shares = heads.shares(settings.heads_weight, settings.heads_pseudo_count)
     p_heads = heads.predict(vectors[list(rows)])
     return replace(est, p_correct=blend_heads(est.p_correct, p_heads, shares), p_heads=p_heads, head_share=shares)

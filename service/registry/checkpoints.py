@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import is_test
-from profiling.model_heads import ModelHeads, fit_heads
+from profiling.model_heads import ModelHeads, fit_placed_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
 from service.errors import NotFoundError
 from service.settings import Settings
@@ -96,7 +96,7 @@ def train_checkpoint(
     # The heads see the same records as the scorer: never the validation rows, where presets and the
     # calibration of the final P(correct) are fitted.
     fit_rows = np.setdiff1d(np.arange(len(data.matrix.query_ids)), data.validation_rows)
-    heads = fit_heads(
+    heads = fit_placed_heads(
         data.matrix.vectors[fit_rows], data.matrix.outcomes[fit_rows], [str(int(m)) for m in data.matrix.model_ids]
     )
     sat.heads = heads
