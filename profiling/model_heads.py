@@ -2,8 +2,9 @@
 
 Stage 1 knows a model through its profile (per dimension) and its nearest evaluated queries (kNN); a head reads
 the whole embedding with the model's own outcomes, which is the sharper per-query signal cross-validation found
-(docs/evaluation.md, "per-model heads"). Its P(correct) is blended into stage 1 with a share that grows with the
-records the head was fitted on, so a head fitted on a handful of records barely moves the estimate.
+(docs/evaluation.md, "per-model heads"). Each head is placed at its model's mean over every evaluated query (the
+difficulty fit's, as stage 1's profile is), and its P(correct) is blended into stage 1 with a share that grows with
+the records it was fitted on, so a head fitted on a handful of records barely moves the estimate.
 """
 
 from __future__ import annotations
@@ -83,8 +84,6 @@ class ModelHeads:
 
     def to_tensors(self) -> dict[str, object]:
         """A plain dict of lists and arrays that `torch.save` and `weights_only` loading both accept."""
-        import torch
-
         return {
             "keys": list(self.keys),
             "coef": torch.as_tensor(self.coef),
