@@ -217,7 +217,8 @@ def reranker_train(
 
 @reranker_app.command("evaluate")
 def reranker_evaluate(version: Annotated[int, typer.Argument(help="checkpoint version")]) -> None:
-    """Calibration error and top-1 accuracy of a checkpoint on the held-out validation queries."""
+    """Calibration error and top-1 accuracy of a checkpoint (its scorer, and its heads) on the held-out validation
+    queries."""
     from service.registry.checkpoints import evaluate_checkpoint
 
     with _opened("reranker evaluate") as runtime, runtime.sessions() as session:
