@@ -2,7 +2,7 @@
 
 Stage 1 knows a model through its profile (per dimension) and its nearest evaluated queries (kNN); a head reads
 the whole embedding with the model's own outcomes, which is the sharper per-query signal cross-validation found
-(docs/evaluation.md, "per-model heads"). Each head is placed at its model's mean over every evaluated query (the
+(docs/evaluation.md, "per-model heads"). Each head is placed at its model's mean over all the training queries (the
 difficulty fit's, as stage 1's profile is), and its P(correct) is blended into stage 1 with a share that grows with
 the records it was fitted on, so a head fitted on a handful of records barely moves the estimate.
 """
@@ -58,8 +58,8 @@ class ModelHeads:
         """The heads with each intercept moved so that their mean P(correct) over `vectors` is `target_means`.
 
         A head fitted on a new model's aptitude items learns how often it is right on those items, which are easier
-        for strong models than queries at large; moved to the model's mean over every evaluated query (from the
-        difficulty fit, as stage 1's profile is), it keeps what it learned about which queries suit the model and
+        for strong models than queries at large; moved to the model's mean over all the queries it was trained
+        beside (from the difficulty fit, as stage 1's profile is), it keeps what it learned about which queries suit the model and
         stops overrating it. A head fitted on every query barely moves. Models without a head are left alone.
         """
         x = np.asarray(vectors, np.float64)
@@ -140,14 +140,22 @@ def fit_heads(
     return ModelHeads(tuple(keys), fitted_coef, fitted_intercept, records)
 
 
-def fit_placed_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str]) -> ModelHeads:
-    """Heads fitted on `outcomes` (queries x models, NaN = no record), each moved to its model's mean over all of
-    these queries: observed outcomes where it has them and the difficulty fit elsewhere (see `recentred`)."""
+def train_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str], placed: bool) -> ModelHeads:
+    """Heads fitted on `outcomes` (queries x models, NaN = no record); `placed`: each moved to its model's mean over
+    all of these queries, observed outcomes where it has them and the difficulty fit elsewhere (see `recentred`),
+    as stage 1 does with the difficulty adjustment on."""
     y = np.asarray(outcomes, np.float64)
     heads = fit_heads(vectors, y, keys)
+    if not placed:
+        return heads
     known = (~np.isnan(y)).sum(axis=0)
     raw = np.divide(np.nansum(y >= 0.5, axis=0), known, out=np.zeros(y.shape[1]), where=known > 0)
     return heads.recentred(vectors, raw + difficulty_shift(np.where(np.isnan(y), np.nan, y >= 0.5)))
+
+
+def head_keys(model_ids: Sequence[int] | npt.NDArray[np.int64]) -> list[str]:
+    """The keys the service's heads are stored under: database model ids as text."""
+    return [str(int(m)) for m in model_ids]
 
 
 def blend_heads(p_stage1: FloatArray, p_heads: FloatArray, shares: FloatArray) -> FloatArray:

@@ -43,6 +43,7 @@ def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedde
     )
     p_sat, p_sat_val, trust, _ = harness.train_sat(split, aptitude, vectors, embedder, old, seed, settings)
     visible = harness.visible_training_outcomes(split, [], set())
+    heads = harness.split_heads(split, vectors, visible, validation, settings)
     _, single = harness.best_single(harness.common_accuracy(split.outcomes[train]), outcomes, costs)
     knn_p, knn_cost = harness.plain_knn(
         vectors[test], vectors[train], split.outcomes[train], split.costs[train], harness.PLAIN_KNN_K
@@ -52,8 +53,8 @@ def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedde
     result: dict[str, Any] = {"seed": seed, "best_single": single.accuracy, "plain_knn": knn.accuracy, "heads": {}}
     for share in SHARES:
         with_share = settings.model_copy(update={"heads_weight": share})
-        blended = harness.with_heads(est, split, vectors, visible, validation, test, with_share)
-        blended_val = harness.with_heads(est_val, split, vectors, visible, validation, validation, with_share)
+        blended = harness.with_heads(est, heads, vectors, test, with_share)
+        blended_val = harness.with_heads(est_val, heads, vectors, validation, with_share)
         params = harness.ValidationSet.of(split, validation, blended_val, p_sat_val).fit_calibration(k, weight)
         choose = harness.capprof_chooser(blended.p_correct, p_sat, est.costs, k, weight, params)
         curve = harness.curve_of(choose, outcomes, costs, harness.DEFAULT_LAMBDAS)

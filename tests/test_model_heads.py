@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from profiling.dataset import read_family
-from profiling.model_heads import blend_heads, fit_heads, fit_placed_heads
+from profiling.model_heads import blend_heads, fit_heads, train_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, train_model_sat
-from service.jobs.evaluate import split_family, visible_training_outcomes, with_heads
+from service.jobs.evaluate import split_family, split_heads, visible_training_outcomes, with_heads
 from service.routing.engine import Estimates
 from service.settings import Settings
 from tests.conftest import shared_family
@@ -63,7 +63,7 @@ def test_a_head_fitted_on_easy_items_is_placed_at_the_models_mean_over_every_que
     easiest = np.argsort(difficulty)[:150]
     outcomes[np.setdiff1d(np.arange(600), easiest), 4] = np.nan  # model 4: its "aptitude items" only
     keys = [str(m) for m in range(5)]
-    plain, placed = fit_heads(vectors, outcomes, keys), fit_placed_heads(vectors, outcomes, keys)
+    plain, placed = fit_heads(vectors, outcomes, keys), train_heads(vectors, outcomes, keys, placed=True)
     true_mean = truth[:, 4].mean()
     assert plain.predict(vectors)[:, 4].mean() > true_mean + 0.2  # the items' rate, far above its real level
     assert abs(placed.predict(vectors)[:, 4].mean() - true_mean) < 0.08
@@ -103,7 +103,8 @@ def test_the_harness_fits_a_new_models_head_on_its_aptitude_items_only() -> None
     stage1 = Estimates(np.zeros((rows, 1)), np.zeros((rows, 1)), np.zeros(rows, np.float32), zeros, zeros, zeros,
                        np.full((rows, models), 0.5), zeros)  # fmt: skip
     settings = Settings(heads_weight=0.5, heads_pseudo_count=100.0)
-    blended = with_heads(stage1, split, vectors, visible, validation, split.test_rows, settings)
+    heads = split_heads(split, vectors, visible, validation, settings)
+    blended = with_heads(stage1, heads, vectors, split.test_rows, settings)
     assert blended.head_share is not None and blended.p_heads is not None
     fitted_on = (~np.isnan(visible[50:200, 0])).sum()  # its items outside the validation rows
     assert blended.head_share[0] == pytest.approx(0.5 * fitted_on / (fitted_on + 100.0))

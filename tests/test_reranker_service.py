@@ -166,6 +166,49 @@ def test_checkpoint_evaluation_reports_its_heads_beside_the_scorer(trained: Runt
     assert result["heads_top1_accuracy"] >= float(np.nanmean(np.nanmean(validation, axis=0)))
 
 
+def test_a_model_known_from_its_items_alone_gets_a_head_but_no_say_in_the_scorer(
+    databases: ThrowawayDatabases, embedder: CachedEmbedder, store: VectorStore, tmp_path: Path
+) -> None:
+    """As the onboarding sweep measures it: the scorer learns from models with ordinary outcomes and scores an
+    aptitude-only model zero-shot, while that model's head learns from its item answers."""
+    import io
+
+    from sqlalchemy import delete, select
+
+    from profiling.model_sat import ModelSat
+    from service.store.orm import AptitudeItem, EvalRecord, LlmModel
+
+    url = databases.new()
+    upgrade_database(url)
+    runtime = Runtime(make_settings(tmp_path, database_url=url), embedder=embedder, store=store)
+    with runtime.transaction() as session:
+        import_data(
+            session,
+            runtime.store,
+            runtime.embedder,
+            runtime.settings,
+            small_family(tmp_path, shared_family("zeroeval"), 240),
+            progress=False,
+        )
+        build_test(session, runtime.store)
+        onboarded = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
+        assert onboarded is not None
+        items = select(AptitudeItem.query_id)
+        session.execute(
+            delete(EvalRecord).where(EvalRecord.model_id == onboarded.id, EvalRecord.query_id.not_in(items))
+        )
+        models = len(session.scalars(select(LlmModel.id)).all())
+        item_count = len(session.scalars(select(EvalRecord.id).where(EvalRecord.model_id == onboarded.id)).all())
+        checkpoint = train_checkpoint(session, runtime.store, runtime.embedder, runtime.settings, FAST)
+        assert checkpoint.weights is not None
+        sat = ModelSat.load(io.BytesIO(checkpoint.weights), "cpu")
+    assert checkpoint.metrics["models"] == models - 1  # the scorer never trained on the onboarded model
+    assert sat.reference_aptitude is not None and len(sat.reference_aptitude) == models - 1
+    assert sat.heads is not None
+    heads = sat.heads.arranged([str(onboarded.id)])
+    assert 0 < heads.records[0] <= item_count  # its head: its item answers outside the validation rows
+
+
 def _zeroeval_query_ids(runtime: Runtime, subject: str, n: int) -> list[str]:
     from sqlalchemy import select
 

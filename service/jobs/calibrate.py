@@ -66,7 +66,7 @@ def calibrate_presets(
     text_chars = dict(session.execute(select(EvalQuery.id, EvalQuery.text)).all())
     chars = np.array([len(text_chars[int(q)]) for q in query_ids[keep]], np.float64)
     own_rows = np.array([row_of[int(q)] for q in query_ids[keep]], np.int64)
-    est = router.estimate(vectors, chars, own_rows=own_rows)
+    est = router.estimate(vectors, chars, own_rows=own_rows, state=state)
     realised_costs = np.where(np.isnan(actual_costs[keep]), est.costs, actual_costs[keep])
     stage2 = state.stage2
     p_sat = stage2.scorer.predict(vectors, stage2.model_embeddings) if stage2 is not None else None

@@ -41,7 +41,7 @@ from profiling.evaluation import (
     reranked_p_correct,
 )
 from profiling.evaluation import choose as choose_models
-from profiling.model_heads import blend_heads, fit_placed_heads
+from profiling.model_heads import ModelHeads, blend_heads, train_heads
 from profiling.model_sat import (
     ModelSatConfig,
     aptitude_vectors,
@@ -184,6 +184,7 @@ def stage1_estimates(
         runtime.db_engine.dispose()
 
     def reorder(e: Estimates) -> Estimates:
+        assert e.p_heads is None  # the scratch deployment has no checkpoint: the caller blends the heads in
         return replace(
             e,
             p_profile=e.p_profile[:, order],
@@ -225,20 +226,21 @@ def visible_training_outcomes(split: Split, new_models: Sequence[str], aptitude_
     return np.where(visible, outcomes, np.nan)
 
 
-def with_heads(
-    est: Estimates,
-    split: Split,
-    vectors: npt.NDArray[np.float32],
-    visible: Matrix,
-    validation_rows: Sequence[int],
-    rows: Sequence[int],
-    settings: Settings,
-) -> Estimates:
-    """`est` (stage 1 for `rows`) with the per-model heads blended in, as the service does with a checkpoint's
-    heads: fitted on the visible training outcomes outside the validation rows, each weighing in by its records."""
+def split_heads(
+    split: Split, vectors: npt.NDArray[np.float32], visible: Matrix, validation_rows: Sequence[int], settings: Settings
+) -> ModelHeads:
+    """The per-model heads as a checkpoint trains them: on the visible training outcomes outside the validation
+    rows (a new model's on its aptitude items only), in the split's model order."""
     held = set(validation_rows)
     fit = [r for r, i in enumerate(split.train_rows) if i not in held]
-    heads = fit_placed_heads(vectors[[split.train_rows[r] for r in fit]], visible[fit], split.models)
+    rows = [split.train_rows[r] for r in fit]
+    return train_heads(vectors[rows], visible[fit], split.models, placed=settings.difficulty_adjustment)
+
+
+def with_heads(
+    est: Estimates, heads: ModelHeads, vectors: npt.NDArray[np.float32], rows: Sequence[int], settings: Settings
+) -> Estimates:
+    """`est` (stage 1 for `rows`) with the heads blended in as the service blends them, each by its records."""
     shares = heads.shares(settings.heads_weight, settings.heads_pseudo_count)
     p_heads = heads.predict(vectors[list(rows)])
     return replace(est, p_correct=blend_heads(est.p_correct, p_heads, shares), p_heads=p_heads, head_share=shares)
@@ -351,8 +353,9 @@ def evaluate(
         training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors, validation_rows
     )
     train_outcomes = visible_training_outcomes(split, new, aptitude_rows)
-    est = with_heads(est, split, vectors, train_outcomes, validation_rows, split.test_rows, settings)
-    est_val = with_heads(est_val, split, vectors, train_outcomes, validation_rows, validation_rows, settings)
+    heads = split_heads(split, vectors, train_outcomes, validation_rows, settings)
+    est = with_heads(est, heads, vectors, split.test_rows, settings)
+    est_val = with_heads(est_val, heads, vectors, validation_rows, settings)
     log("training the Model-SAT scorer ...")
     p_sat, p_sat_val, trust, sat_metrics = train_sat(split, aptitude, vectors, embedder, old, seed, settings)
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
@@ -368,7 +371,7 @@ def evaluate(
         "capprof": capprof_chooser(est.p_correct, p_sat, est.costs, k, weight, p_params),
     }
 
-    # a new model's training accuracy is what its aptitude items show
+    # chosen on what the deployment knows: a new model's training accuracy is what its aptitude items show
     single_col, single = best_single(common_accuracy(train_outcomes), outcomes, costs)
 
     fixed: dict[str, Point] = {
@@ -404,7 +407,8 @@ def evaluate(
         log("training capprof again with the new models' full training outcomes ...")
         full, _ = stage1_estimates(training_family(split, set(), set()), split, embedder, settings, vectors)
         everything = visible_training_outcomes(split, [], set())
-        full = with_heads(full, split, vectors, everything, validation_rows, split.test_rows, settings)
+        full_heads = split_heads(split, vectors, everything, validation_rows, settings)
+        full = with_heads(full, full_heads, vectors, split.test_rows, settings)
         everyone = list(range(len(split.models)))
         full_sat, _, full_trust, _ = train_sat(split, aptitude, vectors, embedder, everyone, seed, settings)
         full_weight = settings.reranker_weight * full_trust

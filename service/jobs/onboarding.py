@@ -22,6 +22,7 @@ from service.jobs.evaluate import (
     load_split,
     sat_validation_rows,
     split_aptitude,
+    split_heads,
     stage1_estimates,
     train_sat,
     training_family,
@@ -72,7 +73,7 @@ def onboarding_sweep(
         old, aptitude, aptitude_rows = split_aptitude(split, vectors, new)
         est, _ = stage1_estimates(training_family(split, set(new), aptitude_rows), split, embedder, settings, vectors)
         visible = visible_training_outcomes(split, new, aptitude_rows)
-        est = with_heads(est, split, vectors, visible, validation, test, settings)
+        est = with_heads(est, split_heads(split, vectors, visible, validation, settings), vectors, test, settings)
         p_sat, _, trust, _ = train_sat(split, aptitude, vectors, embedder, old, seed, settings)
         return choose_reranked(est.p_correct, p_sat, est.costs, 0.0, k, settings.reranker_weight * trust)
 

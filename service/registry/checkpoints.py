@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from profiling.embedding_cache import CachedEmbedder
 from profiling.evaluation import is_test
-from profiling.model_heads import ModelHeads, fit_placed_heads
+from profiling.model_heads import ModelHeads, head_keys, train_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, aptitude_vectors, expected_calibration_error, train_model_sat
 from service.errors import NotFoundError
 from service.settings import Settings
@@ -83,10 +83,16 @@ def train_checkpoint(
         raise NotFoundError("no aptitude test: run `capprof aptitude build` first")
     data = training_data(session, store, test)
     config = config or ModelSatConfig()
+    # The scorer learns from the models with outcomes beyond the aptitude items; a model known from its items alone
+    # is scored zero-shot from its aptitude vector (its head still learns from the items), the state the onboarding
+    # sweep measures. With no such model at all, it learns from every model.
+    learners = data.records_beyond_items > 0
+    if not learners.any():
+        learners[:] = True
     sat, metrics = train_model_sat(
         data.matrix.vectors,
-        data.matrix.outcomes,
-        data.item_outcomes,
+        data.matrix.outcomes[:, learners],
+        data.item_outcomes[learners],
         embedder.embed(data.task_texts),
         config,
         device=settings.device,
@@ -96,8 +102,11 @@ def train_checkpoint(
     # The heads see the same records as the scorer: never the validation rows, where presets and the
     # calibration of the final P(correct) are fitted.
     fit_rows = np.setdiff1d(np.arange(len(data.matrix.query_ids)), data.validation_rows)
-    heads = fit_placed_heads(
-        data.matrix.vectors[fit_rows], data.matrix.outcomes[fit_rows], [str(int(m)) for m in data.matrix.model_ids]
+    heads = train_heads(
+        data.matrix.vectors[fit_rows],
+        data.matrix.outcomes[fit_rows],
+        head_keys(data.matrix.model_ids),
+        placed=settings.difficulty_adjustment,
     )
     sat.heads = heads
     validation = data.matrix.vectors[data.validation_rows], data.matrix.outcomes[data.validation_rows]
@@ -150,7 +159,7 @@ def evaluate_checkpoint(session: Session, store: VectorStore, settings: Settings
     p = sat.predict(vectors, sat.embed_models(aptitude_vectors(data.item_outcomes)))
     result: dict[str, Any] = {"version": version, "validation_queries": len(rows), **_figures(p, outcomes)}
     if sat.heads is not None:
-        heads = sat.heads.arranged([str(int(m)) for m in data.matrix.model_ids])
+        heads = sat.heads.arranged(head_keys(data.matrix.model_ids))
         result |= {f"heads_{name}": value for name, value in _heads_figures(heads, vectors, outcomes).items()}
     return result | {
         "best_single_accuracy": float(np.nanmax(np.nanmean(outcomes, axis=0))),

@@ -246,7 +246,10 @@ class RoutingEngine:
                     )
                     if opts.explain
                     else None,
-                    reranker_version=state.stage2.version if state.stage2 is not None and corrections else None,
+                    # the checkpoint that shaped the choice: its scorer re-ranked, or its heads moved stage 1
+                    reranker_version=state.stage2.version
+                    if state.stage2 is not None and (corrections or est.p_heads is not None)
+                    else None,
                     preset=opts.preset,
                     baseline_max_cost_usd=max_cost,
                     baseline_best_model=best_model,

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from profiling.model_heads import ModelHeads
+from profiling.model_heads import ModelHeads, head_keys
 from profiling.model_sat import ModelSat, aptitude_vectors, evidence_trust
 from service.settings import Settings
 from service.store.orm import AptitudeTest
@@ -29,7 +29,7 @@ class Stage2:
     # per model, how far the scorer can be believed: 0 for a model it never saw beyond the aptitude items, near 1
     # for a model it was trained on with many records
     trust: npt.NDArray[np.float64]
-    # the checkpoint's per-model heads in routing column order (a model trained after it has none), and each
+    # the checkpoint's per-model heads in routing column order (a model registered after it has none), and each
     # head's share in stage 1
     heads: ModelHeads | None = None
     head_shares: npt.NDArray[np.float64] | None = None
@@ -63,6 +63,6 @@ def load_stage2(
     if records is not None and settings.reranker_evidence_pseudo_count is not None:
         counts = np.array([records.get(str(int(m)), 0) for m in model_ids], np.float64)
         trust = trust * evidence_trust(counts, settings.reranker_evidence_pseudo_count)
-    heads = None if scorer.heads is None else scorer.heads.arranged([str(int(m)) for m in model_ids])
+    heads = None if scorer.heads is None else scorer.heads.arranged(head_keys(model_ids))
     shares = None if heads is None else heads.shares(settings.heads_weight, settings.heads_pseudo_count)
     return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude, trust, heads, shares)
