@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from profiling.model_profile import difficulty_shift
+from profiling.model_profile import difficulty_adjusted_means
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -59,8 +59,8 @@ class ModelHeads:
 
         A head fitted on a new model's aptitude items learns how often it is right on those items, which are easier
         for strong models than queries at large; moved to the model's mean over all the queries it was trained
-        beside (from the difficulty fit, as stage 1's profile is), it keeps what it learned about which queries suit the model and
-        stops overrating it. A head fitted on every query barely moves. Models without a head are left alone.
+        beside (from the difficulty fit, as stage 1's profile is), it keeps what it learned about which queries
+        suit the model and stops overrating it. A head fitted on every query barely moves. Models without a head are left alone.
         """
         x = np.asarray(vectors, np.float64)
         if not len(x):
@@ -148,9 +148,7 @@ def train_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[
     heads = fit_heads(vectors, y, keys)
     if not placed:
         return heads
-    known = (~np.isnan(y)).sum(axis=0)
-    raw = np.divide(np.nansum(y >= 0.5, axis=0), known, out=np.zeros(y.shape[1]), where=known > 0)
-    return heads.recentred(vectors, raw + difficulty_shift(np.where(np.isnan(y), np.nan, y >= 0.5)))
+    return heads.recentred(vectors, difficulty_adjusted_means(np.where(np.isnan(y), np.nan, y >= 0.5)))
 
 
 def head_keys(model_ids: Sequence[int] | npt.NDArray[np.int64]) -> list[str]:

@@ -78,13 +78,7 @@ def shrunk_means(totals: Matrix, counts: Matrix, prior_strength: float) -> Matri
     return (totals + prior_strength * population) / (counts + prior_strength)
 
 
-def difficulty_shift(
-    outcomes: npt.NDArray[np.floating],
-    iterations: int = 30,
-    ability_prior: float = 0.1,
-    difficulty_prior: float = 0.1,
-    tolerance: float = 1e-3,
-) -> Matrix:
+def difficulty_shift(outcomes: npt.NDArray[np.floating]) -> Matrix:
     """Per model: how far its mean over the queries it was evaluated on is from its mean over all of them.
 
     A model evaluated on a few queries (a new model's aptitude items, chosen because they tell models apart; or a
@@ -93,8 +87,28 @@ def difficulty_shift(
     record) puts every model on the same queries: its mean over all of them, observed outcomes where it has them
     and the fit elsewhere, less its raw mean. 0 for a model evaluated on every query, or on none.
     """
+    completed, raw, counts = _rasch_means(outcomes)
+    return np.where(counts > 0, completed - raw, 0.0)
+
+
+def difficulty_adjusted_means(outcomes: npt.NDArray[np.floating]) -> Matrix:
+    """Per model: its mean over every query of the table, observed outcomes where it has them and the Rasch fit
+    elsewhere (its raw mean plus `difficulty_shift`); 0 for a model without records."""
+    completed, _, counts = _rasch_means(outcomes)
+    return np.where(counts > 0, completed, 0.0)
+
+
+def _rasch_means(
+    outcomes: npt.NDArray[np.floating],
+    iterations: int = 30,
+    ability_prior: float = 0.1,
+    difficulty_prior: float = 0.1,
+    tolerance: float = 1e-3,
+) -> tuple[Matrix, Matrix, Matrix]:
+    """Per model: (mean over every query with the fit filling the gaps, raw mean over its records, its records)."""
     if outcomes.size == 0:
-        return np.zeros(outcomes.shape[1] if outcomes.ndim == 2 else 0)
+        empty = np.zeros(outcomes.shape[1] if outcomes.ndim == 2 else 0)
+        return empty, empty, empty
     observed = ~np.isnan(outcomes)
     scores = np.where(observed, outcomes, 0.0).astype(np.float64)
     ability, difficulty = np.zeros(outcomes.shape[1]), np.zeros(outcomes.shape[0])
@@ -119,7 +133,7 @@ def difficulty_shift(
     counts = observed.sum(axis=0)
     raw = np.divide(scores.sum(axis=0), counts, out=np.zeros(len(counts)), where=counts > 0)
     completed = np.where(observed, scores, fitted()).mean(axis=0)
-    return np.where(counts > 0, completed - raw, 0.0)
+    return completed, raw, counts.astype(np.float64)
 
 
 def shrunk_profile(sums: ProfileSums, means: Matrix, shrinkage: float) -> Matrix:
