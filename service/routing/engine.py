@@ -203,13 +203,11 @@ class RoutingEngine:
         p_correct = (1.0 - knn_share) * p_profile + knn_share * p_knn
         costs = estimate_costs(state.models, input_tokens(chars))
         stage2 = state.stage2
-        if stage2 is None or stage2.heads is None or stage2.head_shares is None:
-            return Estimates(weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs)
-        p_heads = stage2.heads.predict(vectors)
-        p_correct = blend_heads(p_correct, p_heads, stage2.head_shares)
-        return Estimates(
-            weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs, p_heads, stage2.head_shares
-        )
+        p_heads = head_share = None
+        if stage2 is not None and stage2.heads is not None and stage2.head_shares is not None:
+            p_heads, head_share = stage2.heads.predict(vectors), stage2.head_shares
+            p_correct = blend_heads(p_correct, p_heads, head_share)
+        return Estimates(weights, votes, nearest, p_profile, p_knn, knn_share, p_correct, costs, p_heads, head_share)
 
     def decide(
         self, vectors: npt.NDArray[np.float32], chars: npt.NDArray[np.float64], options: Sequence[RouteOptions]
