@@ -21,10 +21,10 @@ from tests.conftest import ADMIN, ThrowawayDatabases, make_settings, shared_fami
 FAST = ModelSatConfig(epochs=2, hidden=32, model_dim=16)
 
 
-@pytest.fixture
-def trained(databases: ThrowawayDatabases, embedder: CachedEmbedder, store: VectorStore, tmp_path: Path) -> Runtime:
-    """A runtime on a database of its own: the service's checkpoint watcher queries it from another thread,
-    which the shared single-connection test transaction cannot serve."""
+def _with_aptitude_test(
+    databases: ThrowawayDatabases, embedder: CachedEmbedder, store: VectorStore, tmp_path: Path
+) -> Runtime:
+    """A runtime on a database of its own, with a small zeroeval import and an aptitude test built from it."""
     url = databases.new()
     upgrade_database(url)
     runtime = Runtime(make_settings(tmp_path, database_url=url), embedder=embedder, store=store)
@@ -32,6 +32,15 @@ def trained(databases: ThrowawayDatabases, embedder: CachedEmbedder, store: Vect
     with runtime.transaction() as session:
         import_data(session, runtime.store, runtime.embedder, runtime.settings, family, progress=False)
         build_test(session, runtime.store)
+    return runtime
+
+
+@pytest.fixture
+def trained(databases: ThrowawayDatabases, embedder: CachedEmbedder, store: VectorStore, tmp_path: Path) -> Runtime:
+    """A database of its own: the service's checkpoint watcher queries it from another thread, which the shared
+    single-connection test transaction cannot serve."""
+    runtime = _with_aptitude_test(databases, embedder, store, tmp_path)
+    with runtime.transaction() as session:
         for _ in range(2):
             train_checkpoint(session, runtime.store, runtime.embedder, runtime.settings, FAST)
     return runtime
@@ -178,19 +187,8 @@ def test_a_model_known_from_its_items_alone_gets_a_head_but_no_say_in_the_scorer
     from profiling.model_sat import ModelSat
     from service.store.orm import AptitudeItem, EvalRecord, LlmModel
 
-    url = databases.new()
-    upgrade_database(url)
-    runtime = Runtime(make_settings(tmp_path, database_url=url), embedder=embedder, store=store)
+    runtime = _with_aptitude_test(databases, embedder, store, tmp_path)
     with runtime.transaction() as session:
-        import_data(
-            session,
-            runtime.store,
-            runtime.embedder,
-            runtime.settings,
-            small_family(tmp_path, shared_family("zeroeval"), 240),
-            progress=False,
-        )
-        build_test(session, runtime.store)
         onboarded = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
         assert onboarded is not None
         items = select(AptitudeItem.query_id)
