@@ -49,6 +49,10 @@ class ModelHeads:
                 )
         return ModelHeads(tuple(keys), coef, intercept, records)
 
+    def taken(self, rows: npt.NDArray[np.int64], keys: Sequence[str]) -> ModelHeads:
+        """The heads of `rows` (repeats allowed), renamed `keys`: for a pool built from this one's models."""
+        return ModelHeads(tuple(keys), self.coef[rows], self.intercept[rows], self.records[rows])
+
     def predict(self, vectors: npt.ArrayLike) -> FloatArray:
         """(queries x models) P(correct) of each head."""
         logits = np.asarray(vectors, np.float64) @ self.coef.T + self.intercept

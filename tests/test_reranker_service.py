@@ -310,3 +310,27 @@ def test_a_named_preset_needs_calibration(trained: Runtime) -> None:
         assert routed["preset"] is None and routed["lambda"] == 0.0
         refused = client.post("/v1/route", json={"query": "What is 12 * 7?", "preset": "economy"})
         assert refused.status_code == 422 and "presets calibrate" in refused.json()["detail"]
+
+
+def test_the_bench_tiles_the_heads_with_the_model_pool(trained: Runtime) -> None:
+    """`capprof bench` times scoring on the real pool tiled to thousands of models: every tiled model must keep the
+    head (and share) of the model it copies, or scoring with an active checkpoint cannot run."""
+    from service.jobs.bench import scaled_state
+
+    with trained.transaction() as session:
+        activate(session, 1)
+    trained.reload_router()
+    state = trained.router.state
+    assert state.stage2 is not None and state.stage2.heads is not None
+    n = len(state.models)
+    tiled = scaled_state(state, 3 * n + 1)
+    vectors = trained.embedder.embed(["What is 12 * 7?", "Sort a list of tuples by their second item in Python."])
+    chars = np.array([14.0, 52.0])
+    real = trained.router.estimate(vectors, chars, state=state)
+    scaled = trained.router.estimate(vectors, chars, state=tiled)  # the heads blended into every tiled column
+    assert real.p_heads is not None and scaled.p_heads is not None
+    copies = np.arange(3 * n + 1) % n
+    np.testing.assert_allclose(scaled.p_heads, real.p_heads[:, copies])
+    assert tiled.stage2 is not None and tiled.stage2.head_shares is not None
+    assert state.stage2.head_shares is not None
+    np.testing.assert_allclose(tiled.stage2.head_shares, state.stage2.head_shares[copies])

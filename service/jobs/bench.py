@@ -74,6 +74,8 @@ def scaled_state(state: RouterState, n_models: int, seed: int = 0) -> RouterStat
             model_embeddings=stage2.model_embeddings[take],
             has_aptitude=stage2.has_aptitude[take],
             trust=stage2.trust[take],
+            heads=None if stage2.heads is None else stage2.heads.taken(take, [str(k) for k in range(n_models)]),
+            head_shares=None if stage2.head_shares is None else stage2.head_shares[take],
         )
     return replace(
         state,
