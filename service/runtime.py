@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from threadpoolctl import threadpool_limits
 
 from profiling.embedder import SentenceEmbedder
 from profiling.embedding_cache import CachedEmbedder
@@ -64,6 +65,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.blas_threads:
+            threadpool_limits(limits=settings.blas_threads, user_api="blas")  # process-wide, as the setting says
         if embedder is not None:
             self.__dict__["embedder"] = embedder
         if session_factory is not None:

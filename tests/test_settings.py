@@ -30,3 +30,17 @@ def test_defaults_live_in_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_admin_key_is_never_printed() -> None:
     settings = Settings(admin_key="super-secret-value")
     assert "super-secret-value" not in repr(settings)
+
+
+def test_a_service_process_keeps_numpys_blas_to_the_threads_it_is_given(tmp_path: Path) -> None:
+    """Routing alternates small numpy products with the scorer's torch calls; numpy's BLAS threads spinning beside
+    torch's made a decision 8x slower on two cores, so a runtime limits them (CAPPROF_BLAS_THREADS)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from service.runtime import Runtime
+
+    threadpool_limits(limits=2, user_api="blas")  # as a fresh process on two or more cores starts
+    assert any(pool["num_threads"] == 2 for pool in threadpool_info() if pool["user_api"] == "blas")
+    Runtime(Settings(data_dir=tmp_path, blas_threads=1))
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(n == 1 for n in blas)
