@@ -118,6 +118,7 @@ def _serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
         "CAPPROF_DATABASE_URL": settings.resolved_database_url,
         "CAPPROF_QDRANT_PATH": settings.resolved_qdrant_path,
         "CAPPROF_DEVICE": settings.device,
+        "CAPPROF_RATE_LIMIT_PER_S": "0",  # the bench measures capacity; one caller's limit would cap it
     }
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
