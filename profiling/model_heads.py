@@ -155,6 +155,34 @@ def train_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[
     return heads.recentred(vectors, difficulty_adjusted_means(np.where(np.isnan(y), np.nan, y >= 0.5)))
 
 
+def with_interim_heads(
+    heads: ModelHeads, vectors: npt.ArrayLike, outcomes: npt.ArrayLike, target_means: npt.ArrayLike | None
+) -> ModelHeads:
+    """`heads` (in the columns of `outcomes`) with a head fitted now for every model that has no head and records,
+    right and wrong ones.
+
+    A model registered after the checkpoint, onboarded from its aptitude answers (which checkpoint training does not
+    read) or given evaluations over REST, would otherwise route without one: on mmlu_pro's worst onboarding choice
+    that state lost 2.03 points, 1.34 with the head (docs/evaluation.md). Fitted as a checkpoint fits heads, on the
+    model's own records, and placed at `target_means` (routing's difficulty-fitted means; None: not placed).
+    """
+    y = np.asarray(outcomes, np.float64)
+    right, wrong = (y >= 0.5).any(axis=0), (y < 0.5).any(axis=0)  # NaN compares false
+    # records of one kind give a constant head: no per-query signal, only a pull toward the model's overall mean
+    # that would blur what stage 1 knows of where its records are (a specialist's domain)
+    missing = np.flatnonzero((heads.records <= 0) & right & wrong)
+    if not missing.size:
+        return heads
+    x = np.asarray(vectors, np.float64)
+    rows = np.flatnonzero((~np.isnan(y[:, missing])).any(axis=1))
+    fitted = fit_heads(x[rows], y[np.ix_(rows, missing)], [heads.keys[c] for c in missing])
+    if target_means is not None:
+        fitted = fitted.recentred(x, np.asarray(target_means, np.float64)[missing])
+    coef, intercept, records = heads.coef.copy(), heads.intercept.copy(), heads.records.copy()
+    coef[missing], intercept[missing], records[missing] = fitted.coef, fitted.intercept, fitted.records
+    return ModelHeads(heads.keys, coef, intercept, records)
+
+
 def head_keys(model_ids: Sequence[int] | npt.NDArray[np.int64]) -> list[str]:
     """The keys the service's heads are stored under: database model ids as text."""
     return [str(int(m)) for m in model_ids]

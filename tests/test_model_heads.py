@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from profiling.dataset import read_family
-from profiling.model_heads import blend_heads, fit_heads, train_heads
+from profiling.model_heads import blend_heads, fit_heads, train_heads, with_interim_heads
 from profiling.model_sat import ModelSat, ModelSatConfig, train_model_sat
 from service.jobs.evaluate import split_family, split_heads, visible_training_outcomes, with_heads
 from service.routing.engine import Estimates
@@ -110,3 +110,21 @@ def test_the_harness_fits_a_new_models_head_on_its_aptitude_items_only() -> None
     assert blended.head_share[0] == pytest.approx(0.5 * fitted_on / (fitted_on + 100.0))
     assert blended.head_share[1] > blended.head_share[0]  # a known model's head rests on all its records
     np.testing.assert_allclose(blended.p_correct, 0.5 * (1 - blended.head_share) + blended.head_share * blended.p_heads)
+
+
+def test_models_without_a_head_get_one_fitted_on_their_records_of_both_kinds() -> None:
+    """Routing fills in heads for models a checkpoint has none for: fitted as the checkpoint fits them and placed at
+    routing's mean; a model with records of one kind gets none (a constant head carries no per-query signal)."""
+    vectors, outcomes = _two_kinds()
+    table = np.column_stack([outcomes, outcomes[:, 0], np.where(np.arange(400) < 50, 1.0, np.nan)])
+    checkpoint = fit_heads(vectors[:300], outcomes[:300], ["a", "b"]).arranged(["a", "b", "late", "all-right"])
+    assert list(checkpoint.records) == [300, 300, 0, 0]
+    filled = with_interim_heads(checkpoint, vectors, table, target_means=[0.5, 0.5, 0.3, 0.9])
+    np.testing.assert_array_equal(filled.coef[:2], checkpoint.coef[:2])  # the checkpoint's own heads stay
+    assert list(filled.records) == [300, 300, 400, 0]
+    own = fit_heads(vectors, table[:, 2:3], ["late"]).recentred(vectors, [0.3])
+    np.testing.assert_allclose(filled.predict(vectors)[:, 2], own.predict(vectors)[:, 0], atol=1e-6)
+    assert filled.predict(vectors)[:, 2].mean() == pytest.approx(0.3, abs=1e-3)  # placed at routing's mean
+    p = filled.predict(vectors)[:, 2]
+    assert p[outcomes[:, 0] == 1].mean() > p[outcomes[:, 0] == 0].mean() + 0.2  # and reads the query
+    assert with_interim_heads(checkpoint, vectors, table, None).predict(vectors)[:, 2].mean() > 0.4  # not placed

@@ -241,7 +241,7 @@ def test_a_rest_model_with_strong_evidence_beats_re_ranked_models(trained: Runti
     assert scores == sorted(scores, reverse=True)
     contributions = routed["contributions"]
     assert contributions["code-specialist"]["reranker"] == 0  # no aptitude results: stage 1 only
-    assert contributions["code-specialist"]["head"] == 0  # registered after the checkpoint: no head either
+    assert contributions["code-specialist"]["head"] == 0  # no checkpoint head, and all right: none fitted either
     assert any(c["head"] > 0 for c in contributions.values())  # while the checkpoint's models have theirs
     assert any(c["reranker"] != 0 for c in contributions.values())  # competing against re-ranked models
 
@@ -334,3 +334,64 @@ def test_the_bench_tiles_the_heads_with_the_model_pool(trained: Runtime) -> None
     assert tiled.stage2 is not None and tiled.stage2.head_shares is not None
     assert state.stage2.head_shares is not None
     np.testing.assert_allclose(tiled.stage2.head_shares, state.stage2.head_shares[copies])
+
+
+def test_a_model_onboarded_after_the_checkpoint_routes_with_a_head_fitted_on_its_answers(trained: Runtime) -> None:
+    """A model registered after the checkpoint has no head of the checkpoint's; routing fits one on its records
+    (here a twin's aptitude answers) as a checkpoint fits heads, refits it as records arrive, and keeps it across
+    retraining, which learns from imported and API records only."""
+    from sqlalchemy import select
+
+    from service.app import create_app
+    from service.store.orm import AptitudeItem, EvalRecord, LlmModel
+
+    runtime = trained
+    with runtime.sessions() as session:
+        original = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
+        assert original is not None
+        scores = dict(
+            session.execute(
+                select(AptitudeItem.id, EvalRecord.score)
+                .join(EvalRecord, EvalRecord.query_id == AptitudeItem.query_id)
+                .where(EvalRecord.model_id == original.id)
+            ).all()
+        )
+    assert 0 < sum(scores.values()) < len(scores)  # right on some items, wrong on others: a head has a slope
+    queries = ["What is 12 * 7?", "What does f(x) return for x = 3 if f = lambda x: x * x + 1?", "Solve 3x + 5 = 20."]
+    vectors = runtime.embedder.embed(queries)
+    with TestClient(create_app(runtime=runtime)) as client:
+        client.post("/v1/reranker/activate", json={"version": 1}, headers=ADMIN)
+        body = {"name": "twin", "input_usd_per_mtok": 0.001, "output_usd_per_mtok": 0.001}
+        assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
+        half = list(scores.items())[: len(scores) // 2]
+        answers = {"answers": [{"item_id": i, "score": score} for i, score in half]}
+        assert client.post("/v1/models/twin/aptitude", json=answers, headers=ADMIN).status_code == 200
+        runtime.refresh_router()
+        state = runtime.router.state
+        twin = int(np.flatnonzero(np.array(state.models.names) == "twin")[0])
+        assert state.stage2 is not None and state.stage2.heads is not None and state.stage2.head_shares is not None
+        assert state.stage2.checkpoint_heads is not None and state.stage2.checkpoint_heads.records[twin] == 0
+        assert state.stage2.heads.records[twin] == len(half)
+        assert state.stage2.head_shares[twin] > 0
+        # the rest of its answers arrive: the head is refitted on all of them
+        rest = {"answers": [{"item_id": i, "score": score} for i, score in scores.items()]}
+        assert client.post("/v1/models/twin/aptitude", json=rest, headers=ADMIN).status_code == 200
+        runtime.refresh_router()
+        state = runtime.router.state
+        assert state.stage2 is not None and state.stage2.heads is not None
+        assert state.stage2.heads.records[twin] == len(scores)
+        interim = state.stage2.heads.predict(vectors)[:, twin]
+        explained = client.post("/v1/route", json={"query": queries[0], "explain": True, "top_n": 100}).json()
+        assert explained["contributions"]["twin"]["head"] is not None
+        with runtime.transaction() as session:
+            train_checkpoint(session, runtime.store, runtime.embedder, runtime.settings, FAST)
+            activate(session, 3)
+        runtime.reload_router()
+        state = runtime.router.state
+    assert state.stage2 is not None and state.stage2.checkpoint_heads is not None
+    # aptitude answers are not checkpoint training data (imported and API records are): the retrained checkpoint has
+    # no head for it either, and routing keeps fitting the same one
+    assert state.stage2.checkpoint_heads.records[twin] == 0
+    assert state.stage2.heads is not None and state.stage2.heads.records[twin] == len(scores)
+    np.testing.assert_allclose(state.stage2.heads.predict(vectors)[:, twin], interim, atol=1e-6)
+    assert np.ptp(interim) > 0.01  # a head that reads the query, not a constant

@@ -30,7 +30,7 @@ from profiling.scoring import (
     stage2_top_k,
     utility,
 )
-from service.routing.stage2 import Stage2, load_stage2
+from service.routing.stage2 import Stage2, fill_in_heads, load_stage2
 from service.routing.state import RouterState, load_state, refresh_state
 from service.settings import Settings
 from service.store.generation import DIMENSION, EVALUATIONS, PRESETS, Change
@@ -111,8 +111,13 @@ class RoutingEngine:
         with self._reload_lock:
             state = load_state(session, store, self.settings, generation)
             stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
-            self._state = replace(state, stage2=stage2)
+            self._state = replace(state, stage2=self._filled_in(stage2, state))
             return self._state
+
+    def _filled_in(self, stage2: Stage2 | None, state: RouterState) -> Stage2 | None:
+        if state.query_index is None or state.raw_outcomes is None:
+            return stage2
+        return fill_in_heads(stage2, self.settings, state.query_index.vectors, state.raw_outcomes, state.means)
 
     @property
     def generation(self) -> int | None:
@@ -135,10 +140,13 @@ class RoutingEngine:
             else:
                 state = refresh_state(session, store, self.settings, old, changes, generation)
             same_models = old is not None and np.array_equal(old.model_ids, state.model_ids)
-            if changes is not None and same_models and {c.kind for c in changes} <= {EVALUATIONS, DIMENSION, PRESETS}:
+            kinds = {c.kind for c in changes} if changes is not None else set()
+            if changes is not None and same_models and kinds <= {EVALUATIONS, DIMENSION, PRESETS}:
                 stage2 = old.stage2 if old is not None else None  # aptitude and checkpoint untouched
+                if EVALUATIONS in kinds:
+                    stage2 = self._filled_in(stage2, state)  # a model without a checkpoint head got records
             else:
-                stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
+                stage2 = self._filled_in(load_stage2(session, self.settings, state.model_ids, self._scorers), state)
             self._state = replace(state, stage2=stage2)
             return self._state
 

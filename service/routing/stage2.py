@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from profiling.model_heads import ModelHeads, head_keys
+from profiling.model_heads import ModelHeads, head_keys, with_interim_heads
 from profiling.model_sat import ModelSat, aptitude_vectors, evidence_trust
 from service.settings import Settings
 from service.store.orm import AptitudeTest
@@ -33,6 +33,8 @@ class Stage2:
     # head's share in stage 1
     heads: ModelHeads | None = None
     head_shares: npt.NDArray[np.float64] | None = None
+    # the checkpoint's own heads in the same order, before `with_interim_heads` filled in the models it lacks
+    checkpoint_heads: ModelHeads | None = None
 
 
 def load_stage2(
@@ -65,4 +67,19 @@ def load_stage2(
         trust = trust * evidence_trust(counts, settings.reranker_evidence_pseudo_count)
     heads = None if scorer.heads is None else scorer.heads.arranged(head_keys(model_ids))
     shares = None if heads is None else heads.shares(settings.heads_weight, settings.heads_pseudo_count)
-    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude, trust, heads, shares)
+    return Stage2(checkpoint.version, scorer, scorer.embed_models(vectors), has_aptitude, trust, heads, shares, heads)
+
+
+def fill_in_heads(
+    stage2: Stage2 | None, settings: Settings, vectors: npt.NDArray[np.float32], outcomes: npt.NDArray[np.float32],
+    means: npt.NDArray[np.float64],
+) -> Stage2 | None:  # fmt: skip
+    """`stage2` with a head for each routable model the checkpoint has none for but routing has records of (the
+    routing state's evaluated queries and outcome table, its means as the placement), refitted from the checkpoint's
+    own heads each time so new records reach them."""
+    if stage2 is None or stage2.checkpoint_heads is None:
+        return stage2
+    heads = with_interim_heads(
+        stage2.checkpoint_heads, vectors, outcomes, means if settings.difficulty_adjustment else None
+    )
+    return replace(stage2, heads=heads, head_shares=heads.shares(settings.heads_weight, settings.heads_pseudo_count))
