@@ -7,6 +7,10 @@ Per split (the harness's seeds and splits): capprof as `capprof evaluate` trains
 validation calibration), with the per-model heads' share in stage 1 (CAPPROF_HEADS_WEIGHT) set to each h in turn;
 h = 0 is capprof without heads. Prints capprof's accuracy at lambda 0 against best_single and the plain kNN
 (k = 100), and its cost share at best-single accuracy, per h. A measurement to choose the default share by.
+
+With `--rank R [--rank-l2 L]` the heads are low-rank instead (docs/evaluation.md, levers): every model's weights
+are R shared directions times its own R loadings (W = A x Theta), fitted jointly with L2 strength L on both factors,
+then placed as the built-in heads are. Measured and not kept; the option stays so the row can be reproduced.
 """
 
 from __future__ import annotations
@@ -18,19 +22,55 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from profiling.embedder import SentenceEmbedder  # noqa: E402
 from profiling.embedding_cache import CachedEmbedder  # noqa: E402
+from profiling.model_heads import ModelHeads  # noqa: E402
+from profiling.model_profile import difficulty_adjusted_means  # noqa: E402
 from service.jobs import evaluate as harness  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SHARES = (0.0, 0.25, 0.5, 0.75)
 
 
-def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedder: CachedEmbedder) -> dict[str, Any]:
+def low_rank_heads(vectors: npt.NDArray[np.float32], outcomes: npt.NDArray[np.float64], keys: list[str], rank: int,
+                   l2: float) -> ModelHeads:  # fmt: skip
+    """Heads whose weights share `rank` directions, fitted on the same log-loss as `fit_heads` by L-BFGS, placed."""
+    x = torch.as_tensor(np.asarray(vectors, np.float64))
+    known = ~np.isnan(outcomes)
+    right = np.where(known, outcomes >= 0.5, False)
+    records = known.sum(axis=0).astype(np.float64)
+    rate = (right.sum(axis=0) + 0.5) / (records + 1.0)
+    generator = torch.Generator().manual_seed(0)
+    directions = (0.01 * torch.randn((x.shape[1], rank), generator=generator, dtype=torch.float64)).requires_grad_()
+    loadings = (0.01 * torch.randn((rank, len(keys)), generator=generator, dtype=torch.float64)).requires_grad_()
+    intercept = torch.as_tensor(np.log(rate / (1 - rate))).requires_grad_()
+    target, weight = torch.as_tensor(right.astype(np.float64)), torch.as_tensor(known.astype(np.float64))
+    optimiser = torch.optim.LBFGS([directions, loadings, intercept], max_iter=300, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimiser.zero_grad()
+        logits = x @ directions @ loadings + intercept
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, target, weight, reduction="sum")
+        total = loss + 0.5 * l2 * ((directions**2).sum() + (loadings**2).sum())
+        total.backward()
+        return total
+
+    optimiser.step(objective)
+    coef = (directions @ loadings).detach().numpy().T
+    heads = ModelHeads(tuple(keys), coef, intercept.detach().numpy(), records)
+    return heads.recentred(vectors, difficulty_adjusted_means(np.where(known, right, np.nan)))
+
+
+def one_split(
+    data: Path, benchmark: str, seed: int, settings: Settings, embedder: CachedEmbedder, rank: tuple[int, float] | None
+) -> dict[str, Any]:
     family, split = harness.load_split(data, benchmark, seed, None)
     vectors = embedder.embed([q.text for q in family.queries])
     embedder.save()
@@ -44,6 +84,10 @@ def one_split(data: Path, benchmark: str, seed: int, settings: Settings, embedde
     p_sat, p_sat_val, trust, _ = harness.train_sat(split, aptitude, vectors, embedder, old, seed, settings)
     visible = harness.visible_training_outcomes(split, [], set())
     heads = harness.split_heads(split, vectors, visible, validation, settings)
+    if rank is not None:
+        held = set(validation)
+        fit = [r for r, i in enumerate(train) if i not in held]
+        heads = low_rank_heads(vectors[[train[r] for r in fit]], visible[fit], split.models, *rank)
     _, single = harness.best_single(harness.common_accuracy(split.outcomes[train]), outcomes, costs)
     knn_p, knn_cost = harness.plain_knn(
         vectors[test], vectors[train], split.outcomes[train], split.costs[train], harness.PLAIN_KNN_K
@@ -72,12 +116,15 @@ def main() -> None:
     parser.add_argument("--benchmark", required=True)
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rank", type=int, help="low-rank heads of this rank instead of the built-in ones")
+    parser.add_argument("--rank-l2", type=float, default=3.0, help="L2 strength on both factors of low-rank heads")
     args = parser.parse_args()
     settings = Settings()
     embedder = CachedEmbedder(
         SentenceEmbedder(settings.device, settings.embed_batch_size), settings.embedding_cache_dir
     )
-    splits = [one_split(args.data, args.benchmark, seed, settings, embedder) for seed in range(args.splits)]
+    rank = None if args.rank is None else (args.rank, args.rank_l2)
+    splits = [one_split(args.data, args.benchmark, seed, settings, embedder, rank) for seed in range(args.splits)]
     print(f"{args.benchmark}, {args.splits} splits: capprof with the heads' share h in stage 1")
     for share in SHARES:
         gaps = [(s["heads"][str(share)]["accuracy"] - s["best_single"]) * 100 for s in splits]
@@ -90,7 +137,9 @@ def main() -> None:
             f"cost share {np.mean(costs) if costs else float('nan'):.0%} ({len(costs)} of {len(splits)} splits)"
         )
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": args.benchmark, "splits": splits}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"benchmark": args.benchmark, "low_rank": rank, "splits": splits}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":
