@@ -51,6 +51,7 @@ def _start(name: str, root: Path, database_url: str, cache: Path, device: str, i
         "CAPPROF_DEVICE": device,
         "CAPPROF_ADMIN_KEY": ADMIN_KEY,
         "CAPPROF_REFRESH_INTERVAL_S": str(interval),
+        "CAPPROF_RATE_LIMIT_PER_S": "0",  # every bench request presents the admin key: one caller, capped at 50/s
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
