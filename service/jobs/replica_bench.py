@@ -146,7 +146,7 @@ async def _window_with_writes(
 
 
 def _readyz(url: str) -> dict[str, Any]:
-    return httpx.get(f"{url}/readyz", timeout=10).json()
+    return httpx.get(f"{url}/readyz", timeout=10, headers={"X-Admin-Key": ADMIN_KEY}).json()  # refresh counts: admin
 
 
 def _refresh_latency(a: str, b: str, targets: list[tuple[str, str, str]], samples: int) -> list[float]:
