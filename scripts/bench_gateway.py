@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.jobs.bench import _free_port, _serve, _wait_ready  # noqa: E402
+from service.jobs.bench import _serve, free_port, wait_ready  # noqa: E402
 from service.registry.importer import import_data  # noqa: E402
 from service.runtime import Runtime, upgrade_database  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -120,7 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="capprof-gateway-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), device="cpu", decision_flush_interval_s=0.5)
         upgrade_database(settings.resolved_database_url)
-        upstream_port, gateway_port = _free_port(), _free_port()
+        upstream_port, gateway_port = free_port(), free_port()
         upstream_url = f"http://127.0.0.1:{upstream_port}"
         runtime = Runtime(settings)
         print(f"importing {args.data} into a scratch store ...", file=sys.stderr)
@@ -135,7 +135,7 @@ def main() -> None:
         gateway = _serve(settings, gateway_port)
         try:
             gateway_url = f"http://127.0.0.1:{gateway_port}"
-            _wait_ready(gateway_url)
+            wait_ready(gateway_url)
             paths = asyncio.run(_paths(upstream_url, gateway_url, named))
             asyncio.run(_sequential(paths, 10))  # warm-up: connections, embedder, caches
             print(f"{n_seq} plain requests per path, one at a time ...", file=sys.stderr)
