@@ -395,3 +395,42 @@ def test_a_model_onboarded_after_the_checkpoint_routes_with_a_head_fitted_on_its
     assert state.stage2.heads is not None and state.stage2.heads.records[twin] == len(scores)
     np.testing.assert_allclose(state.stage2.heads.predict(vectors)[:, twin], interim, atol=1e-6)
     assert np.ptp(interim) > 0.01  # a head that reads the query, not a constant
+
+
+def test_evaluations_posted_for_a_model_without_a_checkpoint_head_refit_its_head(trained: Runtime) -> None:
+    """A refresh that brings only evaluation records keeps the loaded scorer but refits the heads routing fills in."""
+    from sqlalchemy import select
+
+    from service.app import create_app
+    from service.store.orm import EvalQuery
+
+    ids = _zeroeval_query_ids(trained, "crux", 80)
+    right, wrong = ids[:40], ids[40:]
+    with TestClient(create_app(runtime=trained)) as client:
+        assert client.post("/v1/reranker/activate", json={"version": 1}, headers=ADMIN).status_code == 200
+        body = {"name": "late-model", "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.1}
+        assert client.post("/v1/models", json=body, headers=ADMIN).status_code == 201
+        trained.refresh_router()
+        column = list(trained.router.state.models.names).index("late-model")
+        loaded = trained.router.state.stage2
+        assert loaded is not None and loaded.heads is not None and loaded.heads.records[column] == 0
+
+        def post(ids: list[str], score: int) -> None:
+            evaluations = {"evaluations": [{"benchmark": "zeroeval", "query_id": q, "score": score} for q in ids]}
+            assert client.post("/v1/models/late-model/evaluations", json=evaluations, headers=ADMIN).status_code == 200
+
+        post(right[:20], 1)
+        post(wrong[:20], 0)
+        trained.refresh_router()
+        stage2 = trained.router.state.stage2
+        assert stage2 is not None and stage2.scorer is loaded.scorer  # the same loaded checkpoint, not reloaded
+        assert stage2.heads is not None and stage2.heads.records[column] == 40
+        post(right[20:], 1)
+        post(wrong[20:], 0)
+        trained.refresh_router()
+        stage2 = trained.router.state.stage2
+        assert stage2 is not None and stage2.heads is not None and stage2.heads.records[column] == 80
+    with trained.sessions() as session:
+        texts = dict(session.execute(select(EvalQuery.external_id, EvalQuery.text)).all())
+    p = stage2.heads.predict(trained.embedder.embed([texts[q] for q in ids]))[:, column]
+    assert p[:40].mean() > p[40:].mean() + 0.02  # a head with a slope: higher on the queries it got right

@@ -68,13 +68,15 @@ def scaled_state(state: RouterState, n_models: int, seed: int = 0) -> RouterStat
         mean_cost_usd=models.mean_cost_usd[take],
     )
     stage2 = state.stage2
+    keys = [str(k) for k in range(n_models)]  # the tiled pool's model ids
     if stage2 is not None:
         stage2 = replace(
             stage2,
             model_embeddings=stage2.model_embeddings[take],
             has_aptitude=stage2.has_aptitude[take],
             trust=stage2.trust[take],
-            heads=None if stage2.heads is None else stage2.heads.taken(take, [str(k) for k in range(n_models)]),
+            heads=None if stage2.heads is None else stage2.heads.taken(take, keys),
+            checkpoint_heads=None if stage2.checkpoint_heads is None else stage2.checkpoint_heads.taken(take, keys),
             head_shares=None if stage2.head_shares is None else stage2.head_shares[take],
         )
     return replace(
