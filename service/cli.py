@@ -531,7 +531,7 @@ def onboard(
         typer.echo(f"rerun `capprof onboard {model}` to retry the {report.failed} failed items", err=True)
         raise typer.Exit(1)
     typer.echo(
-        "routable now from its aptitude answers, with a head fitted on them (no retraining needed)",
+        "routable now from its aptitude answers; with an active checkpoint, routing also fits it a head on them",
         err=True,
     )
 

@@ -66,7 +66,8 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.blas_threads:
-            threadpool_limits(limits=settings.blas_threads, user_api="blas")  # process-wide, as the setting says
+            # for the whole process from here on (numpy's BLAS is loaded by now; threadpoolctl limits loaded ones)
+            threadpool_limits(limits=settings.blas_threads, user_api="blas")
         if embedder is not None:
             self.__dict__["embedder"] = embedder
         if session_factory is not None:
