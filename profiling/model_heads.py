@@ -9,7 +9,7 @@ the records it was fitted on, so a head fitted on a handful of records barely mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +106,15 @@ class ModelHeads:
         return cls(tuple(str(k) for k in keys), array("coef"), array("intercept"), array("records"))
 
 
+def smoothed_logits(outcomes: npt.ArrayLike) -> FloatArray:
+    """Per column of `outcomes` (NaN = no record), the log-odds of its rate of right answers, smoothed by half a
+    record each way: a constant head's intercept, finite for a model that is always right."""
+    y = np.asarray(outcomes, np.float64)
+    known = ~np.isnan(y)
+    rate = (np.where(known, y >= 0.5, False).sum(axis=0) + 0.5) / (known.sum(axis=0) + 1.0)
+    return np.asarray(np.log(rate / (1 - rate)))
+
+
 def fit_heads(
     vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str], c: float = HEAD_L2_C, max_iter: int = 200
 ) -> ModelHeads:
@@ -121,8 +130,7 @@ def fit_heads(
     known = ~np.isnan(y_all)
     right = np.where(known, y_all >= 0.5, False)
     records = known.sum(axis=0).astype(np.float64)
-    rate = (right.sum(axis=0) + 0.5) / (records + 1.0)
-    prior = np.log(rate / (1 - rate))
+    prior = smoothed_logits(y_all)
     both_kinds = (right.sum(axis=0) > 0) & (right.sum(axis=0) < records)
     coef = torch.zeros((x.shape[1], y_all.shape[1]), dtype=torch.float64, requires_grad=True)
     intercept = torch.as_tensor(prior.copy()).requires_grad_(True)
@@ -144,12 +152,17 @@ def fit_heads(
     return ModelHeads(tuple(keys), fitted_coef, fitted_intercept, records)
 
 
-def train_heads(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str], placed: bool) -> ModelHeads:
+HeadFitter = Callable[[npt.ArrayLike, npt.ArrayLike, Sequence[str]], ModelHeads]
+
+
+def train_heads(
+    vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str], placed: bool, fit: HeadFitter = fit_heads
+) -> ModelHeads:
     """Heads fitted on `outcomes` (queries x models, NaN = no record); `placed`: each moved to its model's mean over
     all of these queries, observed outcomes where it has them and the difficulty fit elsewhere (see `recentred`),
-    as stage 1 does with the difficulty adjustment on."""
+    as stage 1 does with the difficulty adjustment on. `fit`: another way to fit them (a lever script's)."""
     y = np.asarray(outcomes, np.float64)
-    heads = fit_heads(vectors, y, keys)
+    heads = fit(vectors, y, keys)
     if not placed:
         return heads
     return heads.recentred(vectors, difficulty_adjusted_means(np.where(np.isnan(y), np.nan, y >= 0.5)))

@@ -10,7 +10,8 @@ h = 0 is capprof without heads. Prints capprof's accuracy at lambda 0 against be
 
 With `--rank R [--rank-l2 L]` the heads are low-rank instead (docs/evaluation.md, levers): every model's weights
 are R shared directions times its own R loadings (W = A x Theta), fitted jointly with L2 strength L on both factors,
-then placed as the built-in heads are. Measured and not kept; the option stays so the row can be reproduced.
+then placed as the built-in heads are. Measured and not kept; the option stays so the row can be reproduced. Each
+split also prints the heads' own log-loss on its test queries.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +33,53 @@ sys.path.insert(0, str(ROOT))
 
 from profiling.embedder import SentenceEmbedder  # noqa: E402
 from profiling.embedding_cache import CachedEmbedder  # noqa: E402
-from profiling.model_heads import ModelHeads  # noqa: E402
-from profiling.model_profile import difficulty_adjusted_means  # noqa: E402
+from profiling.model_heads import HeadFitter, ModelHeads, fit_heads, smoothed_logits  # noqa: E402
 from service.jobs import evaluate as harness  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SHARES = (0.0, 0.25, 0.5, 0.75)
 
 
-def low_rank_heads(vectors: npt.NDArray[np.float32], outcomes: npt.NDArray[np.float64], keys: list[str], rank: int,
-                   l2: float) -> ModelHeads:  # fmt: skip
-    """Heads whose weights share `rank` directions, fitted on the same log-loss as `fit_heads` by L-BFGS, placed."""
-    x = torch.as_tensor(np.asarray(vectors, np.float64))
-    known = ~np.isnan(outcomes)
-    right = np.where(known, outcomes >= 0.5, False)
-    records = known.sum(axis=0).astype(np.float64)
-    rate = (right.sum(axis=0) + 0.5) / (records + 1.0)
-    generator = torch.Generator().manual_seed(0)
-    directions = (0.01 * torch.randn((x.shape[1], rank), generator=generator, dtype=torch.float64)).requires_grad_()
-    loadings = (0.01 * torch.randn((rank, len(keys)), generator=generator, dtype=torch.float64)).requires_grad_()
-    intercept = torch.as_tensor(np.log(rate / (1 - rate))).requires_grad_()
-    target, weight = torch.as_tensor(right.astype(np.float64)), torch.as_tensor(known.astype(np.float64))
-    optimiser = torch.optim.LBFGS([directions, loadings, intercept], max_iter=300, line_search_fn="strong_wolfe")
+def low_rank_fitter(rank: int, l2: float) -> HeadFitter:
+    """Fits heads whose weights share `rank` directions: log-loss over the records of each model with right and wrong
+    ones (as `fit_heads`; the others get its constant head) + l2/2 x both factors' squares, by L-BFGS."""
 
-    def objective() -> torch.Tensor:
-        optimiser.zero_grad()
-        logits = x @ directions @ loadings + intercept
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, target, weight, reduction="sum")
-        total = loss + 0.5 * l2 * ((directions**2).sum() + (loadings**2).sum())
-        total.backward()
-        return total
+    def fit(vectors: npt.ArrayLike, outcomes: npt.ArrayLike, keys: Sequence[str]) -> ModelHeads:
+        x = torch.as_tensor(np.asarray(vectors, np.float64))
+        y = np.asarray(outcomes, np.float64)
+        known = ~np.isnan(y)
+        right = np.where(known, y >= 0.5, False)
+        both_kinds = (right.sum(axis=0) > 0) & (right.sum(axis=0) < known.sum(axis=0))
+        generator = torch.Generator().manual_seed(0)
+        directions = (0.01 * torch.randn((x.shape[1], rank), generator=generator, dtype=torch.float64)).requires_grad_()
+        loadings = (0.01 * torch.randn((rank, len(keys)), generator=generator, dtype=torch.float64)).requires_grad_()
+        prior = smoothed_logits(y)
+        intercept = torch.as_tensor(prior.copy()).requires_grad_()
+        target = torch.as_tensor(right.astype(np.float64))
+        weight = torch.as_tensor((known & both_kinds).astype(np.float64))
+        optimiser = torch.optim.LBFGS([directions, loadings, intercept], max_iter=300, line_search_fn="strong_wolfe")
 
-    optimiser.step(objective)
-    coef = (directions @ loadings).detach().numpy().T
-    heads = ModelHeads(tuple(keys), coef, intercept.detach().numpy(), records)
-    return heads.recentred(vectors, difficulty_adjusted_means(np.where(known, right, np.nan)))
+        def objective() -> torch.Tensor:
+            optimiser.zero_grad()
+            logits = x @ directions @ loadings + intercept
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, target, weight, reduction="sum")
+            total = loss + 0.5 * l2 * ((directions**2).sum() + (loadings**2).sum())
+            total.backward()
+            return total
+
+        optimiser.step(objective)
+        coef = np.where(both_kinds, (directions @ loadings).detach().numpy(), 0.0).T
+        fitted = np.where(both_kinds, intercept.detach().numpy(), prior)
+        return ModelHeads(tuple(keys), coef, fitted, known.sum(axis=0).astype(np.float64))
+
+    return fit
+
+
+def log_loss(heads: ModelHeads, vectors: npt.NDArray[np.float32], outcomes: npt.NDArray[np.float64]) -> float:
+    """Mean log-loss of the heads alone over the known (query, model) pairs."""
+    p, known = heads.predict(vectors), ~np.isnan(outcomes)
+    right = outcomes[known] >= 0.5
+    return float(-np.mean(np.where(right, np.log(p[known]), np.log(1 - p[known]))))
 
 
 def one_split(
@@ -83,18 +97,21 @@ def one_split(
     )
     p_sat, p_sat_val, trust, _ = harness.train_sat(split, aptitude, vectors, embedder, old, seed, settings)
     visible = harness.visible_training_outcomes(split, [], set())
-    heads = harness.split_heads(split, vectors, visible, validation, settings)
-    if rank is not None:
-        held = set(validation)
-        fit = [r for r, i in enumerate(train) if i not in held]
-        heads = low_rank_heads(vectors[[train[r] for r in fit]], visible[fit], split.models, *rank)
+    fit = fit_heads if rank is None else low_rank_fitter(*rank)
+    heads = harness.split_heads(split, vectors, visible, validation, settings, fit)
     _, single = harness.best_single(harness.common_accuracy(split.outcomes[train]), outcomes, costs)
     knn_p, knn_cost = harness.plain_knn(
         vectors[test], vectors[train], split.outcomes[train], split.costs[train], harness.PLAIN_KNN_K
     )
     knn = harness.realised(outcomes, costs, harness.choose_models(np.nan_to_num(knn_p), knn_cost, 0.0))
     k, weight = settings.reranker_top_k, settings.reranker_weight * trust
-    result: dict[str, Any] = {"seed": seed, "best_single": single.accuracy, "plain_knn": knn.accuracy, "heads": {}}
+    result: dict[str, Any] = {
+        "seed": seed,
+        "best_single": single.accuracy,
+        "plain_knn": knn.accuracy,
+        "heads_test_log_loss": log_loss(heads, vectors[test], outcomes),
+        "heads": {},
+    }
     for share in SHARES:
         with_share = settings.model_copy(update={"heads_weight": share})
         blended = harness.with_heads(est, heads, vectors, test, with_share)
@@ -126,6 +143,10 @@ def main() -> None:
     rank = None if args.rank is None else (args.rank, args.rank_l2)
     splits = [one_split(args.data, args.benchmark, seed, settings, embedder, rank) for seed in range(args.splits)]
     print(f"{args.benchmark}, {args.splits} splits: capprof with the heads' share h in stage 1")
+    losses = [s["heads_test_log_loss"] for s in splits]
+    print(
+        f"  the heads alone, log-loss on the test queries: {np.mean(losses):.4f} ({', '.join(f'{x:.4f}' for x in losses)})"
+    )
     for share in SHARES:
         gaps = [(s["heads"][str(share)]["accuracy"] - s["best_single"]) * 100 for s in splits]
         over_knn = [(s["heads"][str(share)]["accuracy"] - s["plain_knn"]) * 100 for s in splits]

@@ -26,13 +26,15 @@ from service.cli import _opened  # noqa: E402
 from service.jobs.probe import read_probe  # noqa: E402
 from service.store.readers import load_profiler  # noqa: E402
 
-QUOTED = re.compile(r"""(['"\u2018\u201c])((?:(?!\1).){20,}?)(?:['"\u2019\u201d])(?=\W*$|\s|[.,;:?!])""", re.S)
+# a straight single quote opens only after a non-letter and closes only before one: "students' grades" and
+# "What's" are apostrophes, not quotes
+QUOTED = re.compile(r"""(?:"(.{20,}?)"|\u201c(.{20,}?)\u201d|\u2018(.{20,}?)\u2019|(?<!\w)'(.{20,}?)'(?!\w))""", re.S)
 BLOCK = re.compile(r":\s*\n")
 
 
 def supplies_material(text: str, min_words: int = 6) -> bool:
     """A quoted passage or a block after a colon and a line break, of at least `min_words` words."""
-    if any(len(m.group(2).split()) >= min_words for m in QUOTED.finditer(text)):
+    if any(len(next(g for g in m.groups() if g is not None).split()) >= min_words for m in QUOTED.finditer(text)):
         return True
     block = BLOCK.search(text)
     return block is not None and len(text[block.end() :].split()) >= min_words

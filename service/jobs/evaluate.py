@@ -41,7 +41,7 @@ from profiling.evaluation import (
     reranked_p_correct,
 )
 from profiling.evaluation import choose as choose_models
-from profiling.model_heads import ModelHeads, blend_heads, train_heads
+from profiling.model_heads import HeadFitter, ModelHeads, blend_heads, fit_heads, train_heads
 from profiling.model_sat import (
     ModelSatConfig,
     aptitude_vectors,
@@ -227,14 +227,19 @@ def visible_training_outcomes(split: Split, new_models: Sequence[str], aptitude_
 
 
 def split_heads(
-    split: Split, vectors: npt.NDArray[np.float32], visible: Matrix, validation_rows: Sequence[int], settings: Settings
+    split: Split,
+    vectors: npt.NDArray[np.float32],
+    visible: Matrix,
+    validation_rows: Sequence[int],
+    settings: Settings,
+    fit: HeadFitter = fit_heads,
 ) -> ModelHeads:
     """The per-model heads as a checkpoint trains them: on the visible training outcomes outside the validation
     rows (a new model's on its aptitude items only), in the split's model order."""
     held = set(validation_rows)
-    fit = [r for r, i in enumerate(split.train_rows) if i not in held]
-    rows = [split.train_rows[r] for r in fit]
-    return train_heads(vectors[rows], visible[fit], split.models, placed=settings.difficulty_adjustment)
+    kept = [r for r, i in enumerate(split.train_rows) if i not in held]
+    rows = [split.train_rows[r] for r in kept]
+    return train_heads(vectors[rows], visible[kept], split.models, placed=settings.difficulty_adjustment, fit=fit)
 
 
 def with_heads(
