@@ -5,7 +5,9 @@
 
 Without --url it builds a scratch data dir (SQLite + embedded Qdrant), imports the family (reusing an embedding
 cache when given), starts `capprof serve` on a free loopback port, measures, and stops it. Each client presents its
-own key (`Authorization: Bearer load-client-N`), so the per-caller rate limit sees N callers, as in production.
+own API key (`Authorization: Bearer KEY`), so the per-caller rate limit sees N callers, as in production.
+The keys are created through the admin API when the run starts and revoked at its end (`--admin-key`, default the
+development one): an unknown key is refused (401), so made-up tokens would measure only errors.
 `mixed` measures short-query latency alone and while another caller sends large /v1/route/batch requests of the
 family's longest texts. Prints a markdown table; nothing leaves 127.0.0.1.
 """
@@ -80,11 +82,29 @@ def _start_server(
     raise SystemExit(f"server not ready; see {scratch / 'serve.log'}")
 
 
+def _create_keys(base: str, admin_key: str, count: int) -> dict[str, str]:
+    """`count` API keys created through the admin API, by name; the names are unique to this run."""
+    run = time.strftime("%Y%m%d%H%M%S")
+    keys = {}
+    with httpx.Client(base_url=base, timeout=30, headers={"X-Admin-Key": admin_key}) as http:
+        for n in range(count):
+            created = http.post("/admin/keys", json={"name": f"load-{run}-{n}"})
+            created.raise_for_status()
+            keys[created.json()["name"]] = created.json()["key"]
+    return keys
+
+
+def _revoke_keys(base: str, admin_key: str, names: list[str]) -> None:
+    with httpx.Client(base_url=base, timeout=30, headers={"X-Admin-Key": admin_key}) as http:
+        for name in names:
+            http.delete(f"/admin/keys/{name}")
+
+
 async def _client(
-    http: httpx.AsyncClient, n: int, texts: list[str], until: float, record: bool, out: dict[str, list[float]]
+    http: httpx.AsyncClient, key: str, n: int, texts: list[str], until: float, record: bool, out: dict[str, list[float]]
 ) -> None:
     rng = random.Random(n)
-    headers = {"Authorization": f"Bearer load-client-{n}"}
+    headers = {"Authorization": f"Bearer {key}"}
     while time.perf_counter() < until:
         started = time.perf_counter()
         try:
@@ -96,14 +116,16 @@ async def _client(
             out["latency" if ok else "errors"].append(time.perf_counter() - started)
 
 
-async def _level(base: str, clients: int, texts: list[str], seconds: float, warmup: float) -> dict[str, float]:
+async def _level(
+    base: str, keys: list[str], clients: int, texts: list[str], seconds: float, warmup: float
+) -> dict[str, float]:
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     out: dict[str, list[float]] = {"latency": [], "errors": []}
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
         now = time.perf_counter()
-        await asyncio.gather(*(_client(http, n, texts, now + warmup, False, out) for n in range(clients)))
+        await asyncio.gather(*(_client(http, keys[n], n, texts, now + warmup, False, out) for n in range(clients)))
         start = time.perf_counter()
-        await asyncio.gather(*(_client(http, n, texts, start + seconds, True, out) for n in range(clients)))
+        await asyncio.gather(*(_client(http, keys[n], n, texts, start + seconds, True, out) for n in range(clients)))
         elapsed = time.perf_counter() - start
     latency = np.asarray(out["latency"]) * 1000
     return {
@@ -116,26 +138,26 @@ async def _level(base: str, clients: int, texts: list[str], seconds: float, warm
     }
 
 
-async def _batches(base: str, long_texts: list[str], size: int, until: float, took: list[float]) -> None:
+async def _batches(base: str, key: str, long_texts: list[str], size: int, until: float, took: list[float]) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=300) as http:
         rng = random.Random(7)
         while time.perf_counter() < until:
             body = {"requests": [{"query": t} for t in rng.sample(long_texts, size)]}
             started = time.perf_counter()
-            response = await http.post("/v1/route/batch", json=body, headers={"Authorization": "Bearer bulk"})
+            response = await http.post("/v1/route/batch", json=body, headers={"Authorization": f"Bearer {key}"})
             response.raise_for_status()
             took.append(time.perf_counter() - started)
 
 
-async def _mixed(base: str, texts: list[str], seconds: float, batch: int) -> list[str]:
+async def _mixed(base: str, keys: list[str], texts: list[str], seconds: float, batch: int) -> list[str]:
     short = [t for t in texts if len(t) < 200] or sorted(texts, key=len)[:100]
     long_texts = sorted(texts, key=len)[-max(batch * 2, 64) :]
-    alone = await _level(base, 4, short, seconds, 2)
+    alone = await _level(base, keys, 4, short, seconds, 2)
     took: list[float] = []
     until = time.perf_counter() + seconds + 3
-    bulk = asyncio.create_task(_batches(base, long_texts, batch, until, took))
+    bulk = asyncio.create_task(_batches(base, keys[-1], long_texts, batch, until, took))
     await asyncio.sleep(1)
-    during = await _level(base, 4, short, seconds, 0)
+    during = await _level(base, keys, 4, short, seconds, 0)
     await bulk
     mean_chars = int(np.mean([len(t) for t in long_texts]))
     return [
@@ -160,6 +182,9 @@ def main() -> None:
         "--embedding-cache", type=Path, default=REPO / ".capprof" / "test-embeddings" / "all-MiniLM-L6-v2.npz"
     )
     parser.add_argument("--server-env", action="append", default=[], help="NAME=VALUE for the started server")
+    parser.add_argument(
+        "--admin-key", default=os.environ.get("CAPPROF_ADMIN_KEY", "changethis"), help="creates the clients' API keys"
+    )
     args = parser.parse_args()
     if args.seconds > 120:
         raise SystemExit("--seconds: at most 120 per level (the load must stay bounded)")
@@ -171,16 +196,20 @@ def main() -> None:
     if base is None:
         extra = dict(item.split("=", 1) for item in args.server_env)
         server, base, scratch = _start_server(args.family, args.embedding_cache, extra)
+    named: dict[str, str] = {}
     try:
+        most = max([4, *(int(c) for c in args.clients.split(","))])
+        named = _create_keys(base, args.admin_key, most + 1)
+        keys = list(named.values())  # one per client; the last is the bulk sender's in the mixed scenario
         if args.scenario == "mixed":
-            lines = asyncio.run(_mixed(base, texts, args.seconds, args.batch))
+            lines = asyncio.run(_mixed(base, keys, texts, args.seconds, args.batch))
         else:
             lines = [
                 "| clients | throughput q/s | p50 ms | p99 ms | errors / requests |",
                 "| ---: | ---: | ---: | ---: | ---: |",
             ]
             for clients in [int(c) for c in args.clients.split(",")]:
-                r = asyncio.run(_level(base, clients, texts, args.seconds, 3))
+                r = asyncio.run(_level(base, keys, clients, texts, args.seconds, 3))
                 lines.append(
                     f"| {clients} | {r['throughput']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
                     f"{r['errors']} / {r['requests']} |"
@@ -188,6 +217,8 @@ def main() -> None:
                 print(lines[-1], file=sys.stderr)
         print("\n".join(lines))
     finally:
+        if named:
+            _revoke_keys(base, args.admin_key, list(named))
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             try:
