@@ -124,27 +124,34 @@ def test_a_new_model_is_onboarded_by_its_aptitude_answers(trained: Runtime) -> N
         assert stale.status_code == 409
 
 
-def test_the_scorer_does_not_guess_for_a_model_it_was_not_trained_on(trained: Runtime) -> None:
-    """A twin of a trained model, onboarded from the same aptitude answers, sits at distance 0 from its training
-    models; the scorer's zero-shot guess for it still gets no share (it overrated new models in the onboarding
-    sweep), while the twin's original keeps its share."""
+def _first_models_item_scores(runtime: Runtime) -> dict[int, float]:
+    """Aptitude item id -> the first imported model's score on it: answers to onboard a twin of that model with."""
     from sqlalchemy import select
 
-    from service.app import create_app
     from service.store.orm import AptitudeItem, EvalRecord, LlmModel
 
-    runtime = trained
-    runtime.settings.reranker_evidence_pseudo_count = 100.0  # off by default (docs/evaluation.md says why)
     with runtime.sessions() as session:
         original = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
         assert original is not None
-        scores = dict(
+        return dict(
             session.execute(
                 select(AptitudeItem.id, EvalRecord.score)
                 .join(EvalRecord, EvalRecord.query_id == AptitudeItem.query_id)
                 .where(EvalRecord.model_id == original.id)
             ).all()
         )
+
+
+def test_the_scorer_does_not_guess_for_a_model_it_was_not_trained_on(trained: Runtime) -> None:
+    """A twin of a trained model, onboarded from the same aptitude answers, sits at distance 0 from its training
+    models; the scorer's zero-shot guess for it still gets no share (it overrated new models in the onboarding
+    sweep), while the twin's original keeps its share."""
+
+    from service.app import create_app
+
+    runtime = trained
+    runtime.settings.reranker_evidence_pseudo_count = 100.0  # off by default (docs/evaluation.md says why)
+    scores = _first_models_item_scores(runtime)
     with TestClient(create_app(runtime=runtime)) as client:
         client.post("/v1/reranker/activate", json={"version": 1}, headers=ADMIN)
         # nearly free, so that its stage-1 utility puts it among the candidates stage 2 re-scores
@@ -340,22 +347,11 @@ def test_a_model_onboarded_after_the_checkpoint_routes_with_a_head_fitted_on_its
     """A model registered after the checkpoint has no head of the checkpoint's; routing fits one on its records
     (here a twin's aptitude answers) as a checkpoint fits heads, refits it as records arrive, and keeps it across
     retraining, which learns from imported and API records only."""
-    from sqlalchemy import select
 
     from service.app import create_app
-    from service.store.orm import AptitudeItem, EvalRecord, LlmModel
 
     runtime = trained
-    with runtime.sessions() as session:
-        original = session.scalars(select(LlmModel).order_by(LlmModel.id)).first()
-        assert original is not None
-        scores = dict(
-            session.execute(
-                select(AptitudeItem.id, EvalRecord.score)
-                .join(EvalRecord, EvalRecord.query_id == AptitudeItem.query_id)
-                .where(EvalRecord.model_id == original.id)
-            ).all()
-        )
+    scores = _first_models_item_scores(runtime)
     assert 0 < sum(scores.values()) < len(scores)  # right on some items, wrong on others: a head has a slope
     queries = ["What is 12 * 7?", "What does f(x) return for x = 3 if f = lambda x: x * x + 1?", "Solve 3x + 5 = 20."]
     vectors = runtime.embedder.embed(queries)
