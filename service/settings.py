@@ -153,9 +153,10 @@ class Settings(BaseSettings):
     blas_threads: int = Field(
         default=1,
         ge=0,
-        description="threads numpy's BLAS may use in a process that opens the runtime (the server and every CLI "
-        "command; 0: its default, one per core); routing's small matrix products alternate with the scorer's torch "
-        "calls, and two thread pools spinning on the same cores made one decision 8x slower (docs/benchmarks.md)",
+        description="threads numpy's BLAS may use in a process that opens the runtime (the server and the CLI "
+        "commands that open the stores; 0: its default, one per core); routing's small matrix products alternate "
+        "with the scorer's torch calls, and two thread pools spinning on the same cores made one decision 8x slower "
+        "(docs/benchmarks.md)",
     )
     rate_limit_per_s: float = Field(default=50.0, ge=0, description="requests per second per caller (0: no limit)")
     rate_limit_burst: int = Field(default=100, ge=1, description="requests a caller may send at once")
