@@ -322,3 +322,16 @@ def test_traffic_counts_each_decision_once_per_day_model_and_dimension(operating
     assert all(p50 is not None and p50 <= p99 for p50, p99 in zip(latency[0]["data"], latency[1]["data"], strict=True))
     earlier = client.get("/console/traffic?from=2020-01-01&to=2020-01-31").text
     assert "0 decisions:" in earlier
+
+
+def test_model_and_profile_pages_render_while_the_routing_state_is_not_loaded(operating) -> None:  # type: ignore[no-untyped-def]
+    """A replica whose stores were down at start-up has no routing state yet: the pages show the stored profiles
+    instead of failing (they were a 500)."""
+    client, runtime = operating
+    log_in(client, ADMIN_KEY)
+    runtime.router._state = None  # as before the first successful load
+    assert not runtime.router.loaded
+    for path in ("/console/models/cheap-model", "/console/profiles"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+    assert "cheap-model" in client.get("/console/profiles").text

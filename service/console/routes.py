@@ -8,6 +8,7 @@ browser sends an Origin, it must be this server's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -250,9 +251,17 @@ def models(
     return render(request, "models.html", {"result": result, "sort": sort, "order": order}, user)
 
 
+def _routing_profile(runtime: Runtime) -> Callable[[str], dict[int, float]]:
+    """The scores routing uses per model; none while the routing state is not loaded (a replica whose stores were
+    down at start-up), when the pages show the stored profiles alone instead of failing."""
+    if runtime.router.loaded:
+        return runtime.router.state.routing_profile
+    return lambda _model: {}
+
+
 @router.get("/models/{name:path}")
 def model(request: Request, user: UserDep, session: SessionDep, runtime: RuntimeDep, name: str) -> Response:
-    detail = queries.model_detail(session, name, runtime.router.state.routing_profile(name))
+    detail = queries.model_detail(session, name, _routing_profile(runtime)(name))
     if detail is None:
         return render(request, "not_found.html", {"what": f"model {name!r}"}, user, status.HTTP_404_NOT_FOUND)
     cells = detail["capabilities"] + detail["domains"]
@@ -288,7 +297,7 @@ def profiles(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 40,
 ) -> Response:
-    heat = queries.heatmap(session, page, per_page, runtime.router.state.routing_profile)
+    heat = queries.heatmap(session, page, per_page, _routing_profile(runtime))
     _past_last(page, heat.page.pages, heat.page.total)
     return render(request, "profiles.html", {"heat": heat}, user)
 
