@@ -110,9 +110,12 @@ class RoutingEngine:
     def reload(self, session: Session, store: VectorStore, generation: int = 0) -> RouterState:
         with self._reload_lock:
             state = load_state(session, store, self.settings, generation)
-            stage2 = load_stage2(session, self.settings, state.model_ids, self._scorers)
-            self._state = replace(state, stage2=self._filled_in(stage2, state))
+            self._state = replace(state, stage2=self._loaded_stage2(session, state))
             return self._state
+
+    def _loaded_stage2(self, session: Session, state: RouterState) -> Stage2 | None:
+        """The active checkpoint for `state`'s models, with the heads it lacks filled in from `state`'s records."""
+        return self._filled_in(load_stage2(session, self.settings, state.model_ids, self._scorers), state)
 
     def _filled_in(self, stage2: Stage2 | None, state: RouterState) -> Stage2 | None:
         if state.query_index is None or state.raw_outcomes is None:
@@ -146,7 +149,7 @@ class RoutingEngine:
                 if EVALUATIONS in kinds:
                     stage2 = self._filled_in(stage2, state)  # a model without a checkpoint head got records
             else:
-                stage2 = self._filled_in(load_stage2(session, self.settings, state.model_ids, self._scorers), state)
+                stage2 = self._loaded_stage2(session, state)
             self._state = replace(state, stage2=stage2)
             return self._state
 
