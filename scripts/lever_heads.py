@@ -127,6 +127,20 @@ def one_split(
     return result
 
 
+def print_shares(splits: Sequence[dict[str, Any]], indent: str) -> None:
+    """Per heads' share: capprof against best_single and the plain kNN, and its cost share, over the splits."""
+    for share in SHARES:
+        gaps = [(s["heads"][str(share)]["accuracy"] - s["best_single"]) * 100 for s in splits]
+        over_knn = [(s["heads"][str(share)]["accuracy"] - s["plain_knn"]) * 100 for s in splits]
+        costs = [c for s in splits if (c := s["heads"][str(share)]["cost_share_at_best_single_accuracy"]) is not None]
+        wins, losses = sum(g > 1e-9 for g in gaps), sum(g < -1e-9 for g in gaps)
+        print(
+            f"{indent}h = {share}: best single {np.mean(gaps):+.2f} points ({wins}/{len(gaps) - wins - losses}/{losses}; "
+            f"{', '.join(f'{g:+.2f}' for g in gaps)}), plain kNN {np.mean(over_knn):+.2f}, "
+            f"cost share {np.mean(costs) if costs else float('nan'):.0%} ({len(costs)} of {len(splits)} splits)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -147,16 +161,7 @@ def main() -> None:
     print(
         f"  the heads alone, log-loss on the test queries: {np.mean(losses):.4f} ({', '.join(f'{x:.4f}' for x in losses)})"
     )
-    for share in SHARES:
-        gaps = [(s["heads"][str(share)]["accuracy"] - s["best_single"]) * 100 for s in splits]
-        over_knn = [(s["heads"][str(share)]["accuracy"] - s["plain_knn"]) * 100 for s in splits]
-        costs = [c for s in splits if (c := s["heads"][str(share)]["cost_share_at_best_single_accuracy"]) is not None]
-        wins, losses = sum(g > 1e-9 for g in gaps), sum(g < -1e-9 for g in gaps)
-        print(
-            f"  h = {share}: best single {np.mean(gaps):+.2f} points ({wins}/{len(gaps) - wins - losses}/{losses}; "
-            f"{', '.join(f'{g:+.2f}' for g in gaps)}), plain kNN {np.mean(over_knn):+.2f}, "
-            f"cost share {np.mean(costs) if costs else float('nan'):.0%} ({len(costs)} of {len(splits)} splits)"
-        )
+    print_shares(splits, "  ")
     if args.json:
         args.json.write_text(
             json.dumps({"benchmark": args.benchmark, "low_rank": rank, "splits": splits}, indent=2) + "\n"
