@@ -91,6 +91,35 @@ def difficulty_shift(outcomes: npt.NDArray[np.floating]) -> Matrix:
     return np.where(counts > 0, completed - raw, 0.0)
 
 
+def evidence_share(evidence: npt.NDArray[np.floating], prior_strength: float) -> Matrix:
+    """n / (n + k): how much an estimate from n records moves away from its prior of k pseudo-records."""
+    n = np.asarray(evidence, np.float64)
+    if prior_strength <= 0:
+        return np.ones_like(n)
+    return n / (n + prior_strength)
+
+
+def difficulty_adjusted_profile(
+    sums: ProfileSums,
+    means: Matrix,
+    counts: Matrix,
+    shift: Matrix,
+    mean_shrinkage: float,
+    shrinkage: float,
+) -> tuple[Matrix, Matrix]:
+    """(means, profile) with each model's `difficulty_shift` applied to its evidence only.
+
+    `means` are shrunk toward the population already; the shift corrects the raw mean over the model's records,
+    so it moves the shrunk mean by the records' share of it: (n x (raw + shift) + k x population) / (n + k).
+    Likewise a profile cell moves by its support's share, around the adjusted mean as its prior. A model known
+    from one record keeps nearly the population's mean whichever way that record went (adding the whole shift
+    to a shrunk mean had put a model with one wrong answer at 1.0 and one with a right answer near 0).
+    """
+    adjusted = np.clip(means + evidence_share(counts, mean_shrinkage) * shift, 0.0, 1.0)
+    profile = shrunk_profile(sums, adjusted, shrinkage) + evidence_share(sums.support, shrinkage) * shift[:, None]
+    return adjusted, np.clip(profile, 0.0, 1.0)
+
+
 def difficulty_adjusted_means(outcomes: npt.NDArray[np.floating]) -> Matrix:
     """Per model: its mean over every query of the table, observed outcomes where it has them and the Rasch fit
     elsewhere (its raw mean plus `difficulty_shift`); 0 for a model without records."""

@@ -160,7 +160,8 @@ def rank(
         if n < scores.shape[1]:
             # The n best by utility and everything tied with the n-th (for the cost tie-break).
             kth = np.partition(scores[row], -n)[-n]
-            candidates = np.flatnonzero(scores[row] >= kth)
+            # `& mask`: when an allowed model's utility is -inf, kth is -inf and would let every model through
+            candidates = np.flatnonzero((scores[row] >= kth) & mask[row])
         else:
             candidates = np.flatnonzero(mask[row])
         cand_cost = np.nan_to_num(costs[row, candidates], nan=np.inf)

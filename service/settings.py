@@ -28,8 +28,16 @@ def admin_key_problem(key: str) -> str | None:
     return None
 
 
+OWN_SETTINGS_PREFIX = "CAPPROF_"
+
+
+def is_own_setting(env_name: str) -> bool:
+    """An env var capprof reads its own settings from (names are matched without case, as the settings are)."""
+    return env_name.upper().startswith(OWN_SETTINGS_PREFIX)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CAPPROF_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=OWN_SETTINGS_PREFIX, env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path(".capprof")

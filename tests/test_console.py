@@ -156,6 +156,8 @@ def test_bad_sort_and_page_parameters_are_4xx_naming_the_parameter(operating) ->
     assert client.get("/console/profiles?page=-1").json()["detail"].startswith("page:")
     assert client.get("/console/traffic?from=2026-02-30").json()["detail"].startswith("from:")
     assert client.get("/console/traffic?from=2026-03-02&to=2026-03-01").json()["detail"].startswith("from:")
+    assert client.get("/console/traffic?to=0001-01-03").json()["detail"].startswith("to:")
+    assert client.get("/console/traffic?from=9999-12-30&to=9999-12-31").status_code == 422
     assert client.get("/console/models/no-such-model").status_code == 404
 
 

@@ -189,3 +189,47 @@ def test_query_text_is_kept_only_when_allowed(
         assert kept.query_text == (QUERY if allowed else None)
         assert len(kept.vector) == 4 * runtime.embedder.dimension
         assert QUERY not in str(decision.profile) and len(decision.query_hash) == 64
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cost_usd", 1e308),  # finite, but an AVG over it would overflow the reports
+        ("cost_usd", "0.1"),  # strings are not numbers
+        ("output_tokens", 2**40),  # the column is 32-bit
+        ("score", True),
+    ],
+)
+def test_feedback_values_are_bounded_and_typed_like_evaluations(served, field: str, value: object) -> None:  # type: ignore[no-untyped-def]
+    client, _, key = served
+    decision_id = _route(client, key)["decision_id"]
+    body = {"decision_id": decision_id, "score": 1, field: value}
+    refused = client.post("/v1/feedback", json=body, headers=bearer(key))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == field
+    infinite = client.post(
+        "/v1/feedback",
+        content=f'{{"decision_id": "{decision_id}", "score": 1, "cost_usd": Infinity}}',
+        headers=bearer(key) | {"content-type": "application/json"},
+    )
+    assert infinite.status_code == 422
+
+
+def test_feedback_credits_the_model_that_served_after_a_fallback(served) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, key = served
+    decision_id = _route(client, key)["decision_id"]  # chose cheap-model (the only candidate)
+    client.app.state.decision_log.flush()  # type: ignore[attr-defined]
+    with runtime.sessions() as session, session.begin():
+        decision = session.get(RoutingDecision, decision_id)
+        assert decision is not None and decision.chosen_model == "cheap-model"
+        decision.served_model, decision.fallbacks = "dear-model", 1  # what the gateway writes after a fallback
+    given = give_feedback(client, bearer(key), decision_id=decision_id, score=0)
+    assert given.status_code == 200 and given.json()["model"] == "dear-model"
+    with runtime.sessions() as session:
+        credited = session.scalars(
+            select(LlmModel.name)
+            .join(EvalRecord, EvalRecord.model_id == LlmModel.id)
+            .join(EvalQuery, EvalQuery.id == EvalRecord.query_id)
+            .where(EvalQuery.external_id == decision_id)
+        ).all()
+    assert credited == ["dear-model"]

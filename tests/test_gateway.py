@@ -6,6 +6,7 @@ transaction); the upstream is tests/fake_upstream.py, also on loopback.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,14 +19,16 @@ from sqlalchemy import select
 
 from profiling.embedding_cache import CachedEmbedder
 from service.app import create_app
+from service.gateway.upstream import Usage
 from service.registry.importer import import_data
 from service.runtime import Runtime, upgrade_database
 from service.store.orm import RoutingDecision
 from tests.conftest import ADMIN, ThrowawayDatabases, csv_rows, make_settings, memory_store, shared_family, small_family
 from tests.fake_upstream import BAD_REQUEST, COMPLETION_TOKENS, PROMPT_TOKENS, UpstreamLog, make_upstream, serve
+from tests.operating import new_key
 
 SECRET = "sk-upstream-secret-7f3a9c"
-KEY_ENV = "CAPPROF_TEST_UPSTREAM_KEY"
+KEY_ENV = "TEST_UPSTREAM_KEY"
 PRICES = {"input_usd_per_mtok": 2.0, "output_usd_per_mtok": 8.0}
 # name -> (upstream model, score on every imported query, input price): the fallback tests pick two candidates,
 # a failing one that ranks first (right on everything) and "m-good", which ranks after it.
@@ -272,3 +275,56 @@ def test_the_upstream_key_is_never_returned_or_logged(
     for text in texts:
         assert SECRET not in text
     assert all(gateway.key not in (s["authorization"] or "") for s in gateway.upstream.seen)
+
+
+@pytest.mark.parametrize("model", ["auto", "m-good"])
+@pytest.mark.parametrize("content", ["a\u0000b", [{"type": "text", "text": "a\ud800b"}]])
+def test_text_no_database_can_store_is_a_422_before_any_upstream_call(
+    gateway: Gateway, model: str, content: object
+) -> None:
+    calls = len(gateway.upstream.seen)
+    body = {
+        "model": model,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}],
+    }
+    refused = httpx.post(
+        f"{gateway.base_url}/openai/v1/chat/completions",
+        content=json.dumps(body).encode(),  # json.dumps escapes the lone surrogate as JSON allows
+        headers={"authorization": f"Bearer {gateway.key}", "content-type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["param"] == "messages[1].content"
+    assert len(gateway.upstream.seen) == calls
+
+
+def test_gateway_options_name_their_field_and_refuse_non_finite_numbers(gateway: Gateway) -> None:
+    url, headers = f"{gateway.base_url}/openai/v1/chat/completions", {"authorization": f"Bearer {gateway.key}"}
+    both = httpx.post(
+        url,
+        json={"model": "auto", "messages": _ask("hi"), "capprof": {"lambda": 0.1, "preset": "economy"}},
+        headers=headers,
+    )
+    assert both.status_code == 422 and both.json()["detail"].startswith("capprof")
+    infinite = httpx.post(
+        url,
+        content=b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "capprof": {"max_cost": Infinity}}',
+        headers=headers | {"content-type": "application/json"},
+    )
+    assert infinite.status_code == 422 and "max_cost" in infinite.text
+
+
+def test_a_named_model_counts_against_the_key_s_budget(gateway: Gateway) -> None:
+    key = new_key(gateway.runtime, "tiny-budget", "route", monthly_budget_usd=1e-9)
+    client = openai.OpenAI(base_url=f"{gateway.base_url}/openai/v1", api_key=key, max_retries=0, timeout=30)
+    first = client.chat.completions.with_raw_response.create(model="m-good", messages=_ask("What is 2 + 2?"))
+    assert gateway.decision(first.headers["x-capprof-decision-id"]).actual_cost_usd  # a cost above the budget
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="m-good", messages=_ask("What is 3 + 3?"))
+
+
+def test_implausible_upstream_usage_is_not_taken_as_a_cost() -> None:
+    usage = Usage()
+    assert usage.read({"usage": {"prompt_tokens": -1_000_000_000, "completion_tokens": 1e300}})
+    assert (usage.prompt_tokens, usage.completion_tokens) == (None, None)
+    assert usage.read({"usage": {"prompt_tokens": 12.0, "completion_tokens": True}})
+    assert (usage.prompt_tokens, usage.completion_tokens) == (12, None)

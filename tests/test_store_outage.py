@@ -1,8 +1,10 @@
 """A store that is down: a clear 503, nothing half-written, decisions kept until the database is back."""
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -73,3 +75,45 @@ def test_decisions_wait_for_the_database_and_none_is_lost(session_factory: sessi
     assert log.pending == 0 and log.last_error is None
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(RoutingDecision)) == 3
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_rest_are_written(
+    session_factory: sessionmaker[Session],
+) -> None:
+    dropped: list[int] = []
+    log = DecisionLog(session_factory, flush_interval_s=None, on_drop=dropped.append)
+    routed = _decision(1) | {"_dimensions": [], "_vector": None}  # /v1/route's rows carry the private fields
+    direct = _decision(2)  # the gateway's rows for a named model carry none: one batch must hold both shapes
+    unwritable = _decision(3) | {"prompt_tokens": 10**30}  # overflows the column on every database
+    for row in (routed, unwritable, direct):
+        log.append(row)
+    assert log.flush() == 2
+    assert log.pending == 0 and dropped == [1]
+    assert log.last_error is not None and "dropped" in log.last_error
+    with session_factory() as session:
+        ids = set(session.scalars(select(RoutingDecision.id)))
+    assert ids == {routed["id"], direct["id"]}
+
+
+def test_the_writer_thread_outlives_a_failing_flush(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = DecisionLog(session_factory, flush_interval_s=0.01)
+    write_rows = log.flush
+    failures = [RuntimeError("a bug in one flush")]
+
+    def flush() -> int:
+        if failures:
+            raise failures.pop()
+        return write_rows()
+
+    monkeypatch.setattr(log, "flush", flush)
+    log.append(_decision(4))
+    log.start()
+    try:
+        deadline = time.monotonic() + 10
+        while log.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not failures and log.pending == 0  # written by the thread itself, after the failure
+    finally:
+        log.stop()

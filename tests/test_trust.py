@@ -12,7 +12,13 @@ from profiling.evaluation import (
     gap_recovery,
     plain_knn,
 )
-from profiling.model_profile import difficulty_shift, model_means
+from profiling.model_profile import (
+    ProfileSums,
+    difficulty_adjusted_profile,
+    difficulty_shift,
+    model_means,
+    shrunk_means,
+)
 from profiling.model_sat import evidence_trust, novelty_trust
 from profiling.operating_points import choose_operating_points
 from profiling.scoring import ModelCatalog, blend, rank
@@ -101,6 +107,55 @@ def test_a_model_known_from_queries_easy_for_it_is_put_on_everyone_s_queries() -
     shift = difficulty_shift(outcomes)
     assert abs(raw_mean + shift[5] - true_mean) < 0.3 * (raw_mean - true_mean)
     np.testing.assert_allclose(shift[:5], 0.0, atol=1e-12)  # evaluated on every query: nothing to move
+
+
+@pytest.mark.parametrize("score", [0.0, 1.0])
+def test_one_record_stays_near_the_population_whichever_way_it_went(score: float) -> None:
+    """The difficulty shift of a model known from one record moves it by that record's share only: one wrong
+    answer to a hard query once put a model at 1.0 everywhere, and one right answer near 0."""
+    rng = np.random.default_rng(1)
+    known = 12  # enough that the thin model's own mean barely moves the population's
+    ability = np.linspace(-1.0, 1.0, known)
+    truth = 1.0 / (1.0 + np.exp(rng.normal(0.0, 2.0, 500)[:, None] - ability[None, :]))
+    outcomes = np.column_stack([(rng.random(truth.shape) < truth).astype(np.float64), np.full(500, np.nan)])
+    outcomes[0, known] = score
+    counts = (~np.isnan(outcomes)).sum(axis=0).astype(np.float64)
+    totals = np.nansum(outcomes, axis=0)
+    means = shrunk_means(totals, counts, 20.0)
+    dimensions = 4
+    sums = ProfileSums(
+        weighted_sum=np.tile(totals[:, None] / dimensions, (1, dimensions)),
+        support=np.tile(counts[:, None] / dimensions, (1, dimensions)),
+        count=np.tile(counts[:, None].astype(np.int64), (1, dimensions)),
+    )
+    shift = difficulty_shift(outcomes)
+    adjusted, profile = difficulty_adjusted_profile(sums, means, counts, shift, 20.0, 10.0)
+    population = float(np.mean(totals[:known] / counts[:known]))
+    assert abs(adjusted[known] - population) < 0.08  # before: 0.79 after a wrong answer, 0.38 after a right one
+    assert np.all(np.abs(profile[known] - population) < 0.12)
+    np.testing.assert_allclose(adjusted[:known], means[:known], atol=0.01)  # ample evidence: as before
+
+
+def test_a_right_answer_never_ranks_below_a_wrong_one() -> None:
+    rng = np.random.default_rng(2)
+    truth = 1.0 / (1.0 + np.exp(rng.normal(0.0, 2.0, 300)[:, None] - np.array([-0.5, 0.5])[None, :]))
+    outcomes = np.column_stack([(rng.random(truth.shape) < truth).astype(np.float64), np.full((300, 2), np.nan)])
+    hard = int(np.argmin(np.nanmean(outcomes[:, :2], axis=1)))  # a query both known models got wrong
+    outcomes[hard, 2], outcomes[hard, 3] = 1.0, 0.0
+    counts = (~np.isnan(outcomes)).sum(axis=0).astype(np.float64)
+    totals = np.nansum(outcomes, axis=0)
+    sums = ProfileSums(totals[:, None], counts[:, None], counts[:, None].astype(np.int64))
+    adjusted, _ = difficulty_adjusted_profile(
+        sums, shrunk_means(totals, counts, 20.0), counts, difficulty_shift(outcomes), 20.0, 10.0
+    )
+    assert adjusted[2] > adjusted[3]
+
+
+def test_rank_never_returns_a_model_outside_the_mask() -> None:
+    p = np.array([[0.9, 0.8, 0.5]])
+    costs = np.array([[0.001, 0.001, np.inf]])  # the allowed model's utility is -inf
+    ranked = rank(_catalog(3), p, costs, 1.0, np.array([[False, False, True]]), top_n=1)[0]
+    assert [a.model for a in ranked] == ["m2"]
 
 
 def test_the_scorer_is_trusted_less_far_from_its_training_models() -> None:

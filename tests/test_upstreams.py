@@ -32,7 +32,14 @@ def test_the_model_api_takes_and_returns_upstreams(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("endpoint_url", "ftp://x.example"), ("endpoint_url", "not a url"), ("api_key_env", "sk-live-12345")],
+    [
+        ("endpoint_url", "ftp://x.example"),
+        ("endpoint_url", "not a url"),
+        ("api_key_env", "sk-live-12345"),
+        ("api_key_env", "CAPPROF_ADMIN_KEY"),  # would send the admin key to the caller's endpoint
+        ("api_key_env", "capprof_key_secret"),
+        ("upstream_model", "a\u0000b"),
+    ],
 )
 def test_bad_upstream_fields_are_422_naming_the_field(client: TestClient, field: str, value: str) -> None:
     response = client.post("/v1/models", json={"name": "acme", **UPSTREAM, field: value}, headers=ADMIN)

@@ -1,4 +1,6 @@
-"""Monthly budgets of API keys: the month's estimated spend (sum of the chosen models' estimated cost) must stay below.
+"""Monthly budgets of API keys: the month's spend must stay below. A decision counts with its actual cost where the
+gateway learnt it from the upstream's usage, else with its estimated cost (a request that named its model directly
+has only the actual one).
 
 The spend is what the decision log holds for the key this calendar month (UTC) plus what is still queued for it, so a
 refusal needs no restart and no cache; a key without a budget costs nothing to check.
@@ -30,9 +32,11 @@ def next_month_start(now: datetime) -> datetime:
 
 def stored_spend(session: Session, key_name: str, since: datetime) -> float:
     total = session.scalar(
-        select(func.coalesce(func.sum(RoutingDecision.estimated_cost_usd), 0.0)).where(
-            RoutingDecision.key_name == key_name, RoutingDecision.created_at >= since
-        )
+        select(
+            func.coalesce(
+                func.sum(func.coalesce(RoutingDecision.actual_cost_usd, RoutingDecision.estimated_cost_usd)), 0.0
+            )
+        ).where(RoutingDecision.key_name == key_name, RoutingDecision.created_at >= since)
     )
     return float(total or 0.0)
 

@@ -7,7 +7,7 @@ import time
 from contextlib import nullcontext
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from service.api.auth import Caller, RouteKeyDep
 from service.api.deps import DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
 from service.api.responses import errors
+from service.api.schemas import MAX_QUERY_COST_USD, Count, Strict
 from service.errors import ConflictError, NotFoundError
 from service.registry.feedback import FeedbackGoneError, FeedbackInput, FeedbackResult, record_feedback
 from service.routing.reloader import CoalescedReload
@@ -26,13 +27,13 @@ SQLITE_BUSY_RETRIES = 5
 _SQLITE_WRITER = threading.Lock()  # SQLite has one writer: feedback queues here instead of failing on each other
 
 
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FeedbackIn(Strict):
     decision_id: str = Field(min_length=1, max_length=36, description="from the route answer")
-    score: float = Field(ge=0, le=1, description="1 = the chosen model answered correctly, 0 = wrong")
-    cost_usd: float | None = Field(default=None, ge=0, description="what the answer actually cost")
-    output_tokens: int | None = Field(default=None, ge=0)
+    score: float = Field(ge=0, le=1, description="1 = the model that served answered correctly, 0 = wrong")
+    cost_usd: float | None = Field(
+        default=None, ge=0, le=MAX_QUERY_COST_USD, description="what the answer actually cost (USD)"
+    )
+    output_tokens: Count | None = None
     overwrite: bool = Field(default=False, description="replace earlier feedback on this decision (else 409)")
 
 

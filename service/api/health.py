@@ -59,7 +59,9 @@ def readyz(request: Request, runtime: RuntimeDep, log: DecisionLogDep) -> JSONRe
     is degraded and why."""
     checks = {"database": _probe(lambda: _select_one(runtime)), "qdrant": _probe(runtime.store.ping)}
     checks["router"] = "ok" if runtime.router.loaded else "not loaded"
-    checks["decision_log"] = f"retrying ({log.pending} pending)" if log.last_error else "ok"
+    checks["decision_log"] = "ok"
+    if log.last_error:
+        checks["decision_log"] = f"retrying ({log.pending} pending)" if log.pending else "dropped unwritable decisions"
     can_route = runtime.router.loaded and (runtime.settings.search_backend == "snapshot" or checks["qdrant"] == "ok")
     state: Readiness = "not ready"
     if can_route:

@@ -29,7 +29,7 @@ from service.api.budget import enforce_budget
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, UpstreamsDep
 from service.api.responses import errors
 from service.api.routing import _decide, _log, _texts
-from service.api.schemas import Message, RouteRequest
+from service.api.schemas import TEXT_PATTERN, Message, RouteRequest, pattern_problem
 from service.gateway.upstream import AllUpstreamsFailed, Failure, Opened, SseRelay, Usage
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
@@ -51,7 +51,7 @@ ROUTED_CHARS = 200_000
 class GatewayOptions(BaseModel):
     """Routing knobs for `model: "auto"`, sent in the body's extra field `capprof`."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     cost_weight: float | None = Field(
         default=None, ge=0, le=1000, alias="lambda", description="default: the key's lambda, else the balanced preset"
@@ -116,9 +116,20 @@ def _route_request(body: ChatCompletionIn, upstream_names: list[str]) -> RouteRe
             top_n=1,
         )
     except ValidationError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"messages: {exc.errors()[0]['msg']}"
-        ) from exc
+        error = exc.errors()[0]
+        loc = error["loc"]
+        field = "messages" if loc and loc[0] == "messages" else "capprof" + "".join(f".{part}" for part in loc[:1])
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{field}: {error['msg']}") from exc
+
+
+def _text_problem(texts: list[str]) -> JSONResponse | None:
+    """422 for a message no database could store (a control character, a lone surrogate), before any upstream is
+    called: the decision row keeps a hash of the text."""
+    for i, text in enumerate(texts):
+        problem = pattern_problem(text, TEXT_PATTERN)
+        if problem:
+            return _error(422, f"messages[{i}].content: {problem}", param=f"messages[{i}].content")
+    return None
 
 
 def _direct_row(decision_id: str, model: str, texts: list[str], caller: Caller) -> dict[str, Any]:
@@ -203,6 +214,8 @@ async def chat_completions(
         return _error(503, "routing state not loaded: import data or register models first", kind="server_error")
     targets_by_name = runtime.router.state.upstreams
     texts = [_text(m.content) for m in body.messages]
+    if (refused := _text_problem(texts)) is not None:
+        return refused
     routed: tuple[RouteRequest, Decision, np.ndarray, float] | None = None
     if body.model == AUTO:
         if body.capprof is not None and body.capprof.candidates is not None:
@@ -224,6 +237,7 @@ async def chat_completions(
         routed = (route_body, decision, query_vectors[0], (time.perf_counter() - started) * 1000)
         targets = [targets_by_name[a.model] for a in decision.alternatives]
     elif body.model in targets_by_name:
+        await asyncio.to_thread(enforce_budget, runtime, log, metrics, caller)
         targets = [targets_by_name[body.model]]
     else:
         return _error(

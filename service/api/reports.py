@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import AfterValidator
 
 from service.api.auth import AdminKeyDep
 from service.api.deps import SessionDep
 from service.api.responses import errors
+from service.api.schemas import check_report_moment
 from service.errors import NotFoundError
 from service.store.reports import REPORTS, ReportError, ReportFilters, run_report
 
@@ -44,8 +46,16 @@ def read_report(
     name: str,
     session: SessionDep,
     admin: AdminKeyDep,
-    start: Annotated[datetime | None, Query(alias="from", description="ISO date or time (UTC unless zoned)")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="exclusive; ISO date or time")] = None,
+    start: Annotated[
+        datetime | None,
+        Query(alias="from", description="ISO date or time (UTC unless zoned)"),
+        AfterValidator(check_report_moment),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        Query(alias="to", description="exclusive; ISO date or time"),
+        AfterValidator(check_report_moment),
+    ] = None,
     caller: Annotated[str | None, Query(max_length=200)] = None,
     model: Annotated[str | None, Query(max_length=200)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",

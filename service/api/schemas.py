@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from profiling.decision import Decision
+from service.settings import OWN_SETTINGS_PREFIX, is_own_setting
 
 # --- Edge validation (issue 10): what a store cannot hold, or holds only to fail later, never reaches it. ---
 INT32_MAX = 2**31 - 1  # Integer columns (output_tokens, versions, ids)
@@ -67,6 +68,16 @@ def check_label(value: object) -> object:
     return value
 
 
+FIRST_REPORT_YEAR, LAST_REPORT_YEAR = 1970, 8999
+
+
+def check_report_moment(value: date | None) -> date | None:
+    """Report and console ranges: dates near year 1 or 9999 overflow on the way to UTC or to the next hour."""
+    if value is not None and not FIRST_REPORT_YEAR <= value.year <= LAST_REPORT_YEAR:
+        raise ValueError(f"must fall in the years {FIRST_REPORT_YEAR}-{LAST_REPORT_YEAR}")
+    return value
+
+
 # The patterns run on Python's re engine (Strict's config): pydantic's default engine cannot express surrogates.
 # names, ids, labels: no control character at all
 Label = Annotated[str, Field(pattern=LABEL_PATTERN, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN})]
@@ -81,15 +92,28 @@ UpstreamUrl = Annotated[
     str,
     Field(min_length=8, max_length=500, pattern=URL_PATTERN, json_schema_extra={"pattern": URL_SCHEMA_PATTERN}),
 ]
-UpstreamModel = Annotated[str, Field(min_length=1, max_length=200)]
+UpstreamModel = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=LABEL_PATTERN, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN})
+]
+
+
+def _not_own_setting(value: str) -> str:
+    """An upstream key may come from any env var but capprof's own settings: naming CAPPROF_ADMIN_KEY would send
+    the admin key to whatever endpoint_url the caller set."""
+    if is_own_setting(value):
+        raise ValueError(f"may not name capprof's own settings ({OWN_SETTINGS_PREFIX}*)")
+    return value
+
+
 EnvName = Annotated[
     str,
     Field(
         max_length=200,
         pattern=ENV_NAME_PATTERN,
         json_schema_extra={"pattern": ENV_NAME_SCHEMA_PATTERN},
-        description="env var NAME holding the key",
+        description=f"env var NAME holding the key (not one of capprof's own, {OWN_SETTINGS_PREFIX}*)",
     ),
+    AfterValidator(_not_own_setting),
 ]
 
 

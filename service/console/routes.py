@@ -17,14 +17,14 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.auth import Caller
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
 from service.api.routing import route_one
-from service.api.schemas import RouteRequest
+from service.api.schemas import RouteRequest, check_report_moment
 from service.console import queries
 from service.console.session import (
     COOKIE_PATH,
@@ -320,9 +320,15 @@ def traffic(
     user: UserDep,
     session: SessionDep,
     start: Annotated[
-        date | None, Query(alias="from", description="first day (UTC), default 6 days before `to`")
+        date | None,
+        Query(alias="from", description="first day (UTC), default 6 days before `to`"),
+        AfterValidator(check_report_moment),
     ] = None,
-    end: Annotated[date | None, Query(alias="to", description="last day (UTC), default today")] = None,
+    end: Annotated[
+        date | None,
+        Query(alias="to", description="last day (UTC), default today"),
+        AfterValidator(check_report_moment),
+    ] = None,
 ) -> Response:
     end = end or datetime.now(UTC).date()
     start = start or end - timedelta(days=DEFAULT_DAYS - 1)

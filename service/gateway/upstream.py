@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from service.routing.state import UpstreamTarget
-from service.settings import Settings
+from service.settings import Settings, is_own_setting
 
 # Upstream statuses that say nothing about the request itself (rate limits, outages, a bad upstream key or model
 # name): the next alternative may answer. Any other 4xx is the request's fault and goes back to the caller as is.
@@ -66,10 +66,22 @@ class Usage:
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if not isinstance(usage, dict):
             return False
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        self.prompt_tokens = int(prompt) if isinstance(prompt, int | float) else None
-        self.completion_tokens = int(completion) if isinstance(completion, int | float) else None
+        self.prompt_tokens = _token_count(usage.get("prompt_tokens"))
+        self.completion_tokens = _token_count(usage.get("completion_tokens"))
         return True
+
+
+MAX_TOKENS_REPORTED = 2**31 - 1  # the token columns are 32-bit; no real answer comes near
+
+
+def _token_count(value: object) -> int | None:
+    """A token count an upstream reports, or None when it is not a plausible one (negative, fractional, huge,
+    a string): a broken upstream must not write a negative or an overflowing cost into the decision log."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if 0 <= value <= MAX_TOKENS_REPORTED else None
 
 
 @dataclass
@@ -108,7 +120,9 @@ class UpstreamPool:
 
     def request(self, target: UpstreamTarget, body: dict[str, Any]) -> httpx.Request:
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        key = os.environ.get(target.api_key_env) if target.api_key_env else None
+        # never one of capprof's own settings, whatever a stored row or an imported file names
+        name = target.api_key_env
+        key = os.environ.get(name) if name and not is_own_setting(name) else None
         if key:
             headers["authorization"] = f"Bearer {key}"
         return self.client.build_request(

@@ -120,9 +120,11 @@ def record_feedback(
         raise ConflictError(
             f"decision_id: feedback for decision {item.decision_id!r} was already given; send overwrite=true to replace it"
         )
-    model = session.scalar(select(LlmModel).where(LlmModel.name == decision.chosen_model))
+    # After a gateway fallback the answer came from another model than the one chosen: that one earns the record.
+    credited = decision.served_model or decision.chosen_model
+    model = session.scalar(select(LlmModel).where(LlmModel.name == credited))
     if model is None:
-        raise ConflictError(f"decision_id: the model {decision.chosen_model!r} is no longer registered")
+        raise ConflictError(f"decision_id: the model {credited!r} is no longer registered")
     query_id = _evaluation_query(session, store, decision, kept)
     add_evaluations(
         session,

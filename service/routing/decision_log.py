@@ -9,13 +9,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from service.store.orm import DecisionDimension, DecisionQuery, RoutingDecision
 from service.store.upsert import upsert
 
 logger = logging.getLogger(__name__)
+
+# The database could not be reached or is busy: retry later. Any other error is about the rows themselves.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class DecisionLog:
@@ -67,16 +70,18 @@ class DecisionLog:
         return len(self._pending)
 
     def pending_cost(self, key_name: str, since: datetime) -> float:
-        """Estimated cost of this key's decisions still queued (the budget check adds it to the stored spend)."""
+        """Cost of this key's decisions still queued, actual where known (the budget check adds it to the stored
+        spend)."""
         with self._lock:
             return sum(
-                r.get("estimated_cost_usd") or 0.0
+                r.get("actual_cost_usd") or r.get("estimated_cost_usd") or 0.0
                 for r in self._pending
                 if r.get("key_name") == key_name and r["created_at"] >= since
             )
 
     def flush(self) -> int:
-        """Writes what is queued; on a database error the rows stay queued for the next try."""
+        """Writes what is queued. While the database is unreachable the rows stay queued for the next try; a row the
+        database refuses for its own content is dropped (counted, logged), so it never holds up the rows behind it."""
         with self._flush_lock:
             with self._lock:
                 batch = list(self._pending)
@@ -86,24 +91,61 @@ class DecisionLog:
             columns = {key for row in batch for key in row}
             batch = [dict.fromkeys(columns) | row for row in batch]
             try:
-                with self._sessions() as session, session.begin():
-                    _write(session, batch)
-            except SQLAlchemyError as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                logger.warning("decision log: %d rows kept for retry (%s)", len(batch), self.last_error)
+                self._write_in_one(batch)
+            except UNREACHABLE as exc:
+                self._keep(batch, exc)
                 return 0
-            with self._lock:
-                for _ in range(len(batch)):
-                    self._pending.popleft()
+            except Exception:  # noqa: BLE001 - some row is unwritable: find it, write the others
+                written = self._write_each(batch)
+                if written is None:
+                    return 0
+                return written
+            self._done(len(batch))
             self.last_error = None
             return len(batch)
+
+    def _write_in_one(self, rows: list[dict[str, Any]]) -> None:
+        with self._sessions() as session, session.begin():
+            _write(session, rows)
+
+    def _write_each(self, batch: list[dict[str, Any]]) -> int | None:
+        """Row by row, dropping the ones refused; None (all kept) if the database turns out to be unreachable."""
+        written, dropped = 0, 0
+        for row in batch:
+            try:
+                self._write_in_one([row])
+                written += 1
+            except UNREACHABLE as exc:
+                self._keep(batch[written + dropped :], exc)
+                self._done(written + dropped)
+                return None
+            except Exception as exc:  # noqa: BLE001 - a row the database cannot hold is not retried forever
+                dropped += 1
+                self.last_error = f"dropped an unwritable decision ({type(exc).__name__}: {exc})".splitlines()[0]
+                logger.error("decision log: %s", self.last_error)
+        self._done(len(batch))
+        if dropped and self._on_drop:
+            self._on_drop(dropped)
+        return written
+
+    def _keep(self, rows: list[dict[str, Any]], exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        logger.warning("decision log: %d rows kept for retry (%s)", len(rows), self.last_error)
+
+    def _done(self, count: int) -> None:
+        with self._lock:
+            for _ in range(count):
+                self._pending.popleft()
 
     def _run(self) -> None:
         assert self._interval is not None
         while not self._stop.is_set():
             self._wake.wait(self._interval)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the writer must outlive any one batch
+                logger.exception("decision log: flush failed")
 
 
 def _write(session: Session, batch: list[dict[str, Any]]) -> None:
@@ -120,6 +162,6 @@ def _write(session: Session, batch: list[dict[str, Any]]) -> None:
     dimensions = [
         {"decision_id": r["id"], "dimension_id": d, "weight": w, "created_at": r["created_at"]}
         for r in batch
-        for d, w in r.get("_dimensions", ())
+        for d, w in r.get("_dimensions") or ()
     ]
     upsert(session, DecisionDimension.__table__, dimensions, keys=("decision_id", "dimension_id"))  # type: ignore[arg-type]

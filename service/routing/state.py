@@ -11,7 +11,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from profiling.knn import OutcomeTable
-from profiling.model_profile import ProfileSums, difficulty_shift, record_values, shrunk_means, shrunk_profile
+from profiling.model_profile import (
+    ProfileSums,
+    difficulty_adjusted_profile,
+    difficulty_shift,
+    record_values,
+    shrunk_means,
+    shrunk_profile,
+)
 from profiling.query_profile import DimensionCatalog, QueryProfiler
 from profiling.scoring import ModelCatalog
 from profiling.vector_index import VectorIndex
@@ -161,12 +168,13 @@ def _assemble(
         profiler = build_profiler(load_catalog(session), exemplars, exemplar_dims, store, settings)
     sums = _profile_sums(session, profiler.catalog, model_ids, reuse_sums)
     means = shrunk_means(totals, counts, settings.mean_shrinkage)
-    profile = shrunk_profile(sums, means, settings.shrinkage)
     if settings.difficulty_adjustment:
         # a model known from a few (easy for it) queries is put on the same queries as the others
-        shift = difficulty_shift(outcomes)
-        means = means + shift
-        profile = np.clip(profile + shift[:, None], 0.0, 1.0)
+        means, profile = difficulty_adjusted_profile(
+            sums, means, counts, difficulty_shift(outcomes), settings.mean_shrinkage, settings.shrinkage
+        )
+    else:
+        profile = shrunk_profile(sums, means, settings.shrinkage)
     return RouterState(
         profiler=profiler,
         models=_model_catalog(models),
