@@ -60,6 +60,9 @@ def test_pages_without_a_session_redirect_to_login_with_a_local_next(operating) 
     assert 'name="next" value="/console/models"' in page.text
     page = client.get("/console/login?next=/console/traffic%3Ffrom%3D2026-01-01")
     assert 'name="next" value="/console/traffic?from=2026-01-01"' in page.text
+    for outside in ("/console/../admin", "/console/%2e%2e/admin/keys", "/console/./models"):
+        page = client.get("/console/login", params={"next": outside})
+        assert 'name="next" value="/console/models"' in page.text, outside  # a browser resolves dot segments
 
 
 def test_login_sets_a_strict_httponly_cookie_without_the_key_and_logout_clears_it(operating) -> None:  # type: ignore[no-untyped-def]
@@ -156,8 +159,8 @@ def test_bad_sort_and_page_parameters_are_4xx_naming_the_parameter(operating) ->
     assert client.get("/console/profiles?page=-1").json()["detail"].startswith("page:")
     assert client.get("/console/traffic?from=2026-02-30").json()["detail"].startswith("from:")
     assert client.get("/console/traffic?from=2026-03-02&to=2026-03-01").json()["detail"].startswith("from:")
-    assert client.get("/console/traffic?to=0001-01-03").json()["detail"].startswith("to:")
-    assert client.get("/console/traffic?from=9999-12-30&to=9999-12-31").status_code == 422
+    assert client.get("/console/traffic?to=0001-01-03").status_code == 200  # was a 500 (date overflow)
+    assert client.get("/console/traffic?from=9999-12-30&to=9999-12-31").status_code == 200
     assert client.get("/console/models/no-such-model").status_code == 404
 
 

@@ -49,6 +49,12 @@ def test_duplicate_or_bad_dimension_is_refused(client: TestClient) -> None:
     bad = client.post("/v1/dimensions", json={"kind": "mood", "name": "x", "exemplars": []}, headers=ADMIN)
     assert bad.status_code == 422
     assert {"kind", "exemplars"} <= {e["field"] for e in bad.json()["errors"]}
+    blank = client.post(
+        "/v1/dimensions", json={"name": "   ", "exemplars": ["What is a comet?", " \t "]}, headers=ADMIN
+    )
+    assert blank.status_code == 422
+    problems = {e["field"]: e["problem"] for e in blank.json()["errors"]}
+    assert "blank" in problems["name"] and "blank" in problems["exemplars[1]"]
     assert client.post("/v1/dimensions", json=body).status_code == 401
 
 

@@ -155,6 +155,7 @@ def test_rate_limit_answers_429_with_retry_after_per_caller(
         other = {"X-Admin-Key": "test-admin-key"}  # another caller (a key): its own bucket
         assert client.get("/v1/models", headers=other).status_code == 200
         assert client.get("/healthz").status_code == 200  # probes are never limited
+        assert client.head("/healthz").status_code == 200  # a HEAD probe too
 
 
 def test_token_bucket_refills_at_its_rate() -> None:

@@ -22,6 +22,12 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.head("/healthz", include_in_schema=False)
+def healthz_head() -> Response:
+    """Load balancers that probe with HEAD."""
+    return Response(status_code=200)
+
+
 Readiness = Literal["ready", "degraded", "not ready"]
 
 

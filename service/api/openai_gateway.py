@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Response, status
@@ -29,7 +29,7 @@ from service.api.budget import enforce_budget
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, UpstreamsDep
 from service.api.responses import errors
 from service.api.routing import _decide, _log, _texts
-from service.api.schemas import TEXT_PATTERN, Message, RouteRequest, pattern_problem
+from service.api.schemas import TEXT_PATTERN, TEXT_SCHEMA_PATTERN, Message, RouteRequest, pattern_problem
 from service.gateway.upstream import AllUpstreamsFailed, Failure, Opened, SseRelay, Usage
 from service.metrics import Metrics
 from service.routing.decision_log import DecisionLog
@@ -66,7 +66,10 @@ class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: str = Field(min_length=1, max_length=50)
-    content: str | list[dict[str, Any]] | None = None
+    # the pattern is published, and enforced by `_text_problem` with a message naming the character
+    content: Annotated[str, Field(json_schema_extra={"pattern": TEXT_SCHEMA_PATTERN})] | list[dict[str, Any]] | None = (
+        None
+    )
 
 
 class ChatCompletionIn(BaseModel):

@@ -13,7 +13,7 @@ from pydantic import AfterValidator
 from service.api.auth import AdminKeyDep
 from service.api.deps import SessionDep
 from service.api.responses import errors
-from service.api.schemas import check_report_moment
+from service.api.schemas import clamp_report_moment
 from service.errors import NotFoundError
 from service.store.reports import REPORTS, ReportError, ReportFilters, run_report
 
@@ -49,12 +49,12 @@ def read_report(
     start: Annotated[
         datetime | None,
         Query(alias="from", description="ISO date or time (UTC unless zoned)"),
-        AfterValidator(check_report_moment),
+        AfterValidator(clamp_report_moment),
     ] = None,
     end: Annotated[
         datetime | None,
         Query(alias="to", description="exclusive; ISO date or time"),
-        AfterValidator(check_report_moment),
+        AfterValidator(clamp_report_moment),
     ] = None,
     caller: Annotated[str | None, Query(max_length=200)] = None,
     model: Annotated[str | None, Query(max_length=200)] = None,

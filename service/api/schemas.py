@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -71,11 +71,19 @@ def check_label(value: object) -> object:
 FIRST_REPORT_YEAR, LAST_REPORT_YEAR = 1970, 8999
 
 
-def check_report_moment(value: date | None) -> date | None:
-    """Report and console ranges: dates near year 1 or 9999 overflow on the way to UTC or to the next hour."""
-    if value is not None and not FIRST_REPORT_YEAR <= value.year <= LAST_REPORT_YEAR:
-        raise ValueError(f"must fall in the years {FIRST_REPORT_YEAR}-{LAST_REPORT_YEAR}")
-    return value
+Moment = TypeVar("Moment", date, datetime)
+
+
+def clamp_report_moment(value: Moment | None) -> Moment | None:
+    """Report and console ranges: dates near year 1 or 9999 overflowed on the way to UTC or to the next hour.
+    No decision is that old or that far ahead, so a bound beyond these years is read as the years' edge."""
+    if value is None or FIRST_REPORT_YEAR <= value.year <= LAST_REPORT_YEAR:
+        return value
+    year = FIRST_REPORT_YEAR if value.year < FIRST_REPORT_YEAR else LAST_REPORT_YEAR
+    if isinstance(value, datetime):
+        edge = datetime(year, 1, 1, tzinfo=UTC) if year == FIRST_REPORT_YEAR else datetime(year, 12, 31, tzinfo=UTC)
+        return edge
+    return date(year, 1, 1) if year == FIRST_REPORT_YEAR else date(year, 12, 31)
 
 
 # The patterns run on Python's re engine (Strict's config): pydantic's default engine cannot express surrogates.
@@ -83,6 +91,18 @@ def check_report_moment(value: date | None) -> date | None:
 Label = Annotated[str, Field(pattern=LABEL_PATTERN, json_schema_extra={"pattern": LABEL_SCHEMA_PATTERN})]
 # queries, exemplars, descriptions: tab and newlines are fine
 Text = Annotated[str, Field(pattern=TEXT_PATTERN, json_schema_extra={"pattern": TEXT_SCHEMA_PATTERN})]
+# queries and exemplars: at least one visible character
+NonBlankText = Annotated[
+    str, Field(pattern=NONBLANK_TEXT_PATTERN, json_schema_extra={"pattern": NONBLANK_TEXT_SCHEMA_PATTERN})
+]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank")
+    return value
+
+
 ModelName = Annotated[
     str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN, json_schema_extra={"pattern": NAME_SCHEMA_PATTERN})
 ]
@@ -243,9 +263,12 @@ class EvaluationsOut(BaseModel):
 
 class DimensionCreate(Strict):
     kind: Literal["capability", "domain"] = "domain"
-    name: Label = Field(min_length=1, max_length=200)
+    name: Annotated[Label, AfterValidator(_not_blank)] = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=2000)
-    exemplars: list[Annotated[Text, Field(min_length=1, max_length=10_000)]] = Field(min_length=1, max_length=1000)
+    # a blank exemplar was once dropped in silence, leaving a dimension with fewer exemplars than sent (or none)
+    exemplars: list[Annotated[NonBlankText, Field(min_length=1, max_length=10_000)]] = Field(
+        min_length=1, max_length=1000
+    )
 
 
 class DimensionOut(BaseModel):
@@ -400,7 +423,7 @@ class OperatingPointOut(BaseModel):
     validation_accuracy: float
     validation_cost_per_query: float
     validation_queries: int
-    calibrated_at: datetime
+    calibrated_at: UtcDatetime
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from service.api.auth import Caller
 from service.api.deps import BatcherDep, DecisionLogDep, MetricsDep, RuntimeDep, SessionDep
 from service.api.routing import route_one
-from service.api.schemas import RouteRequest, check_report_moment
+from service.api.schemas import RouteRequest, clamp_report_moment
 from service.console import queries
 from service.console.session import (
     COOKIE_PATH,
@@ -66,8 +66,12 @@ DEFAULT_DAYS = 7  # the Traffic page's range unless one is picked
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after login: only a local /console path, never another host (an open redirect)."""
+    """Where to go after login: only a local /console path, never another host (an open redirect), nor a dot
+    segment that a browser resolves out of the console (/console/../admin)."""
     if not target or not LOCAL_NEXT.fullmatch(target) or "//" in target or "/console/login" in target:
+        return DEFAULT_PAGE
+    path = target.split("?", 1)[0]
+    if any(segment in (".", "..") for segment in unquote(path).split("/")):
         return DEFAULT_PAGE
     return target
 
@@ -322,12 +326,12 @@ def traffic(
     start: Annotated[
         date | None,
         Query(alias="from", description="first day (UTC), default 6 days before `to`"),
-        AfterValidator(check_report_moment),
+        AfterValidator(clamp_report_moment),
     ] = None,
     end: Annotated[
         date | None,
         Query(alias="to", description="last day (UTC), default today"),
-        AfterValidator(check_report_moment),
+        AfterValidator(clamp_report_moment),
     ] = None,
 ) -> Response:
     end = end or datetime.now(UTC).date()
