@@ -37,7 +37,10 @@ class ModelCatalog:
             np.where(np.isnan(self.typical_output_tokens), fallback, self.typical_output_tokens),
         )
         object.__setattr__(self, "name_array", np.array(self.names, dtype=object))
-        object.__setattr__(self, "provider_array", np.array([p or "" for p in self.providers], dtype=object))
+        # casefolded: "Acme" and "acme" are one provider to whoever excludes it
+        object.__setattr__(
+            self, "provider_array", np.array([(p or "").casefold() for p in self.providers], dtype=object)
+        )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -82,7 +85,7 @@ def allowed(catalog: ModelCatalog, constraints: Constraints, costs: Matrix) -> n
     if constraints.exclude_models:
         mask &= ~np.isin(names, list(constraints.exclude_models))
     if constraints.exclude_providers:
-        mask &= ~np.isin(catalog.provider_array, list(constraints.exclude_providers))
+        mask &= ~np.isin(catalog.provider_array, [p.casefold() for p in constraints.exclude_providers])
     batch_mask = np.broadcast_to(mask, costs.shape).copy()
     if constraints.max_cost_usd is not None:
         batch_mask &= ~np.isnan(costs) & (costs <= constraints.max_cost_usd)

@@ -178,6 +178,15 @@ def test_keys_over_http_are_shown_once_listed_without_secrets_and_revoked_at_onc
     assert client.post("/admin/keys", json={"name": "admin"}, headers=ADMIN).status_code == 409
     bad = client.post("/admin/keys", json={"name": "x", "scope": "root"}, headers=ADMIN)
     assert bad.status_code == 422 and "scope" in bad.json()["detail"]
+    for field, value in (("lambda", "5"), ("monthly_budget_usd", "10")):
+        coerced = client.post("/admin/keys", json={"name": "typed", field: value}, headers=ADMIN)
+        assert coerced.status_code == 422 and coerced.json()["errors"][0]["field"] == field
+    unbounded = client.post(
+        "/admin/keys",
+        content=b'{"name": "typed", "monthly_budget_usd": Infinity}',
+        headers=ADMIN | {"content-type": "application/json"},
+    )
+    assert unbounded.status_code == 422  # it came back as a budget of null: none at all
     assert client.delete("/admin/keys/nobody", headers=ADMIN).status_code == 404
 
 

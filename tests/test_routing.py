@@ -132,6 +132,8 @@ def test_candidates_and_max_cost_are_respected(routed) -> None:  # type: ignore[
     without = _route(client, query=MATH_QUERIES[0], exclude_providers=[top_provider], top_n=100)["alternatives"]
     assert without and all(provider[a["model"]] != top_provider for a in without)
     assert len(without) == len(everyone) - sum(p == top_provider for p in provider.values())
+    shouted = _route(client, query=MATH_QUERIES[0], exclude_providers=[top_provider.upper()], top_n=100)
+    assert [a["model"] for a in shouted["alternatives"]] == [a["model"] for a in without]  # case does not matter
 
     impossible = client.post("/v1/route", json={"query": MATH_QUERIES[0], "max_cost": 1e-12})
     assert impossible.status_code == 422

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.auth import AdminKeyDep
 from service.api.deps import RuntimeDep, SessionDep
 from service.api.responses import errors
-from service.api.schemas import UtcDatetime
+from service.api.schemas import Strict, UtcDatetime
 from service.errors import ConflictError, NotFoundError
 from service.registry.keys import KEY_NAME, Scope, create_key, list_keys, revoke_key
 from service.store.orm import ApiKey
@@ -16,13 +16,15 @@ from service.store.orm import ApiKey
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class KeyCreate(Strict):
+    """No coercion ("5" for 5) and no Infinity: an infinite budget once came back as null, which reads as none."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=200, pattern=KEY_NAME.pattern)
     scope: Scope = "route"
     default_lambda: float | None = Field(default=None, ge=0, le=1000, alias="lambda")
-    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(default=None, ge=0, le=1e9)
 
 
 class KeyOut(BaseModel):

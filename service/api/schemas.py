@@ -320,7 +320,7 @@ class RouteRequest(Strict):
     candidates: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     max_cost: float | None = Field(default=None, gt=0, description="USD per query, estimated")
     exclude_models: list[str] = Field(default_factory=list)
-    exclude_providers: list[str] = Field(default_factory=list)
+    exclude_providers: list[str] = Field(default_factory=list, description="providers left out (case does not matter)")
     top_n: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole)] = 3
     explain: bool = False
 
