@@ -18,7 +18,9 @@ class Metrics:
         )
         self.chosen = Counter("capprof_route_chosen", "Decisions per chosen model", ["model"], registry=self.registry)
         self.decisions_dropped = Counter(
-            "capprof_decisions_dropped", "Decisions dropped because the log queue was full", registry=self.registry
+            "capprof_decisions_dropped",
+            "Decisions dropped: the log queue was full, or the database refused the row",
+            registry=self.registry,
         )
         self.decisions_pending = Gauge(
             "capprof_decisions_pending", "Decisions waiting to be written", registry=self.registry

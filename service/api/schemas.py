@@ -80,10 +80,8 @@ def clamp_report_moment(value: Moment | None) -> Moment | None:
     if value is None or FIRST_REPORT_YEAR <= value.year <= LAST_REPORT_YEAR:
         return value
     year = FIRST_REPORT_YEAR if value.year < FIRST_REPORT_YEAR else LAST_REPORT_YEAR
-    if isinstance(value, datetime):
-        edge = datetime(year, 1, 1, tzinfo=UTC) if year == FIRST_REPORT_YEAR else datetime(year, 12, 31, tzinfo=UTC)
-        return edge
-    return date(year, 1, 1) if year == FIRST_REPORT_YEAR else date(year, 12, 31)
+    day = date(year, 1, 1) if year == FIRST_REPORT_YEAR else date(year, 12, 31)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) if isinstance(value, datetime) else day
 
 
 # The patterns run on Python's re engine (Strict's config): pydantic's default engine cannot express surrogates.
