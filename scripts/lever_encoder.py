@@ -215,11 +215,11 @@ class TunedEmbedder:
         self.model, self.table = model, table
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        missing = [t for t in texts if text_hash(t) not in self.table]
+        hashes = [text_hash(t) for t in texts]
+        missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in self.table}
         if missing:
-            for t, v in zip(missing, self.model.embed(missing), strict=True):
-                self.table[text_hash(t)] = v
-        return np.stack([self.table[text_hash(t)] for t in texts]).astype(np.float32)
+            self.table.update(zip(missing, self.model.embed(list(missing.values())), strict=True))
+        return np.stack([self.table[h] for h in hashes]).astype(np.float32)
 
 
 def embedder_of(top: TopLayers, texts: Sequence[str], states: Sequence[torch.Tensor]) -> CachedEmbedder:

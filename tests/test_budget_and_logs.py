@@ -10,6 +10,7 @@ import pytest
 
 from service.api.budget import month_start, next_month_start
 from service.request_log import ACCESS_LOGGER
+from service.routing.decision_log import DecisionLog
 from service.store.orm import RoutingDecision
 from tests.operating import bearer, give_feedback, new_key
 
@@ -113,3 +114,11 @@ def test_operating_metrics_are_exported(operating) -> None:  # type: ignore[no-u
         'capprof_http_requests_total{method="POST",status="200"}',
     ):
         assert line in text, line
+
+
+def test_queued_spend_counts_the_actual_cost_where_known_as_the_stored_spend_does() -> None:
+    log = DecisionLog(lambda: None, flush_interval_s=None)  # type: ignore[arg-type,return-value]  # never flushed
+    now = datetime.now(UTC)
+    for actual, estimated in ((0.0, 1.0), (0.25, 1.0), (None, 0.5)):
+        log.append({"key_name": "k", "created_at": now, "actual_cost_usd": actual, "estimated_cost_usd": estimated})
+    assert log.pending_cost("k", now - timedelta(seconds=1)) == pytest.approx(0.0 + 0.25 + 0.5)  # a free answer is 0

@@ -121,7 +121,7 @@ def _route_request(body: ChatCompletionIn, upstream_names: list[str]) -> RouteRe
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = error["loc"]
-        field = "messages" if loc and loc[0] == "messages" else "capprof" + "".join(f".{part}" for part in loc[:1])
+        field = "messages" if loc and loc[0] == "messages" else (f"capprof.{loc[0]}" if loc else "capprof")
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{field}: {error['msg']}") from exc
 
 

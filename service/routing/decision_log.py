@@ -73,11 +73,7 @@ class DecisionLog:
         """Cost of this key's decisions still queued, actual where known (the budget check adds it to the stored
         spend)."""
         with self._lock:
-            return sum(
-                r.get("actual_cost_usd") or r.get("estimated_cost_usd") or 0.0
-                for r in self._pending
-                if r.get("key_name") == key_name and r["created_at"] >= since
-            )
+            return sum(_spend(r) for r in self._pending if r.get("key_name") == key_name and r["created_at"] >= since)
 
     def flush(self) -> int:
         """Writes what is queued. While the database is unreachable the rows stay queued for the next try; a row the
@@ -96,10 +92,7 @@ class DecisionLog:
                 self._keep(batch, exc)
                 return 0
             except Exception:  # noqa: BLE001 - some row is unwritable: find it, write the others
-                written = self._write_each(batch)
-                if written is None:
-                    return 0
-                return written
+                return self._write_each(batch)
             self._done(len(batch))
             self.last_error = None
             return len(batch)
@@ -108,8 +101,9 @@ class DecisionLog:
         with self._sessions() as session, session.begin():
             _write(session, rows)
 
-    def _write_each(self, batch: list[dict[str, Any]]) -> int | None:
-        """Row by row, dropping the ones refused; None (all kept) if the database turns out to be unreachable."""
+    def _write_each(self, batch: list[dict[str, Any]]) -> int:
+        """Row by row, dropping the ones refused; the rest stay queued if the database turns out to be unreachable.
+        Returns the rows written."""
         written, dropped = 0, 0
         for row in batch:
             try:
@@ -118,7 +112,7 @@ class DecisionLog:
             except UNREACHABLE as exc:
                 self._keep(batch[written + dropped :], exc)
                 self._done(written + dropped)
-                return None
+                return written
             except Exception as exc:  # noqa: BLE001 - a row the database cannot hold is not retried forever
                 dropped += 1
                 self.last_error = f"dropped an unwritable decision ({type(exc).__name__}: {exc})".splitlines()[0]
@@ -146,6 +140,12 @@ class DecisionLog:
                 self.flush()
             except Exception:  # noqa: BLE001 - the writer must outlive any one batch
                 logger.exception("decision log: flush failed")
+
+
+def _spend(row: dict[str, Any]) -> float:
+    """A queued decision's cost as the stored spend counts it (COALESCE(actual, estimated)): an actual 0 is 0."""
+    actual = row.get("actual_cost_usd")
+    return float(actual) if actual is not None else float(row.get("estimated_cost_usd") or 0.0)
 
 
 def _write(session: Session, batch: list[dict[str, Any]]) -> None:
