@@ -127,29 +127,24 @@ def difficulty_adjusted_means(outcomes: npt.NDArray[np.floating]) -> Matrix:
     return np.where(counts > 0, completed, 0.0)
 
 
-def _rasch_means(
+def rasch_fit(
     outcomes: npt.NDArray[np.floating],
     iterations: int = 30,
     ability_prior: float = 0.1,
     difficulty_prior: float = 0.1,
     tolerance: float = 1e-3,
-) -> tuple[Matrix, Matrix, Matrix]:
-    """Per model: (mean over every query with the fit filling the gaps, raw mean over its records, its records)."""
-    if outcomes.size == 0:
-        empty = np.zeros(outcomes.shape[1] if outcomes.ndim == 2 else 0)
-        return empty, empty, empty
+) -> tuple[Matrix, Matrix]:
+    """(ability per model, difficulty per query) of P(correct) = sigmoid(ability - difficulty) on a (queries x models)
+    outcome table, NaN = no record: alternating Newton steps with Gaussian priors (they also fix the origin)."""
     observed = ~np.isnan(outcomes)
     scores = np.where(observed, outcomes, 0.0).astype(np.float64)
     ability, difficulty = np.zeros(outcomes.shape[1]), np.zeros(outcomes.shape[0])
 
-    def fitted() -> Matrix:
-        return 1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :]))
-
     def residuals() -> tuple[Matrix, Matrix]:
-        p = fitted()
+        p = rasch_p(ability, difficulty)
         return (scores - p) * observed, p * (1.0 - p) * observed
 
-    for _ in range(iterations):  # alternating Newton steps with Gaussian priors (they also fix the origin)
+    for _ in range(iterations):
         gradient, curvature = residuals()
         step = (gradient.sum(axis=0) - ability_prior * ability) / (curvature.sum(axis=0) + ability_prior)
         ability += step
@@ -159,9 +154,24 @@ def _rasch_means(
         )
         if np.abs(step).max() < tolerance:  # abilities have settled: the means they give will not move
             break
+    return ability, difficulty
+
+
+def rasch_p(ability: Matrix, difficulty: Matrix) -> Matrix:
+    """(queries x models) P(correct) of a Rasch fit."""
+    return np.asarray(1.0 / (1.0 + np.exp(difficulty[:, None] - ability[None, :])))
+
+
+def _rasch_means(outcomes: npt.NDArray[np.floating]) -> tuple[Matrix, Matrix, Matrix]:
+    """Per model: (mean over every query with the fit filling the gaps, raw mean over its records, its records)."""
+    if outcomes.size == 0:
+        empty = np.zeros(outcomes.shape[1] if outcomes.ndim == 2 else 0)
+        return empty, empty, empty
+    observed = ~np.isnan(outcomes)
+    scores = np.where(observed, outcomes, 0.0).astype(np.float64)
     counts = observed.sum(axis=0)
     raw = np.divide(scores.sum(axis=0), counts, out=np.zeros(len(counts)), where=counts > 0)
-    completed = np.where(observed, scores, fitted()).mean(axis=0)
+    completed = np.where(observed, scores, rasch_p(*rasch_fit(outcomes))).mean(axis=0)
     return completed, raw, counts.astype(np.float64)
 
 

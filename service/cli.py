@@ -35,10 +35,13 @@ app.add_typer(presets_app, name="presets")
 
 @contextmanager
 def _opened(command: str) -> Iterator[Runtime]:
-    """One command's runtime: a refusal (bad data, something missing) exits 2 with the reason; stores are closed."""
+    """One command's runtime: a refusal (bad data, something missing) exits 2 with the reason, a database that is
+    down or not migrated exits 3 and says which; stores are closed."""
+    from sqlalchemy.exc import DBAPIError
+
     from service.errors import NotFoundError, StoreBusyError
     from service.routing.engine import NoModelsError
-    from service.runtime import Runtime
+    from service.runtime import Runtime, schema_is_current
 
     runtime = Runtime(Settings())
     try:
@@ -46,6 +49,18 @@ def _opened(command: str) -> Iterator[Runtime]:
     except (DatasetError, NotFoundError, NoModelsError, StoreBusyError) as exc:
         typer.echo(f"{command}: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except DBAPIError as exc:
+        try:
+            migrated = schema_is_current(runtime.db_engine)
+        except DBAPIError:
+            migrated = True  # unreachable: the original error says why
+        reason = (
+            "the database has no capprof schema at this version: run `capprof db upgrade` (scripts/run.sh does)"
+            if not migrated
+            else f"database unavailable: {str(exc.orig).strip()}"
+        )
+        typer.echo(f"{command}: {reason}", err=True)
+        raise typer.Exit(3) from exc
     finally:
         runtime.close()
 

@@ -112,3 +112,18 @@ def test_make_run_skips_every_step_already_done() -> None:
     assert "capprof import data --if-changed" in script
     assert "aptitude build --if-missing" in script
     assert "reranker train --activate --if-missing" in script
+
+
+def test_a_command_on_an_unmigrated_database_says_to_upgrade(databases: ThrowawayDatabases, tmp_path: Path) -> None:
+    """Before `capprof db upgrade`, a command names the fix instead of printing a traceback; after it, it runs."""
+    url = databases.new()
+    env = {"CAPPROF_DATA_DIR": str(tmp_path / "state"), "CAPPROF_DATABASE_URL": url, "CAPPROF_DEVICE": "cpu"}
+    runner = CliRunner()
+    before = runner.invoke(cli, ["keys", "list"], env=env)
+    assert before.exit_code == 3, before.output
+    assert "run `capprof db upgrade`" in before.output
+    assert before.exception is None or isinstance(before.exception, SystemExit)
+    upgrade_database(url)
+    after = runner.invoke(cli, ["keys", "list"], env=env)
+    assert after.exit_code == 0, after.output
+    assert "capprof db upgrade" not in after.output
