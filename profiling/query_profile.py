@@ -1,11 +1,16 @@
-"""Query profile: nearest exemplars vote for dimensions; ranked lists get rank-decay weights."""
+"""Query profile: nearest exemplars vote for dimensions (a classifier over the exemplars ranks capabilities);
+ranked lists get rank-decay weights."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
 from profiling.vector_index import VectorIndex
 
@@ -68,6 +73,37 @@ class ExemplarSet:
     columns: npt.NDArray[np.int64]
 
 
+@dataclass(frozen=True)
+class ExemplarClassifier:
+    """A multinomial logistic regression over one kind's exemplar vectors: P(dimension | query) per catalog column.
+
+    Why: summed similarities of the nearest exemplars let whichever dimension has most exemplars near a query win,
+    so short knowledge questions went to coding or reasoning by their topic, and passages with a question to
+    instruction following. A linear boundary between the dimensions' exemplars weighs what separates them:
+    top-1 capability on the held-out probes went from 84.8% to 90.1% and 84.3% to 89.5% (docs/evaluation.md).
+    """
+
+    model: LogisticRegression
+    columns: npt.NDArray[np.int64]  # the catalog column of each of the model's classes
+
+    @classmethod
+    def fit(
+        cls, vectors: npt.NDArray[np.float32], columns: npt.NDArray[np.int64], c: float
+    ) -> ExemplarClassifier | None:
+        """None when fewer than two dimensions have exemplars (nothing to tell apart)."""
+        if len(np.unique(columns)) < 2:
+            return None
+        model = LogisticRegression(C=c, max_iter=1000)
+        with warnings.catch_warnings():  # a few more iterations would move the probabilities by less than it says
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(np.asarray(vectors, np.float64), columns)
+        return cls(model, np.asarray(model.classes_, np.int64))
+
+    def probabilities(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """(batch x classes) P(dimension | query), classes in `columns` order."""
+        return np.asarray(self.model.predict_proba(np.asarray(vectors, np.float64)), np.float64)
+
+
 class QueryProfiler:
     """Turns query vectors into dimension weights: one row per query, one column per dimension."""
 
@@ -79,9 +115,12 @@ class QueryProfiler:
         rank_decay: float,
         max_dimensions: int,
         min_similarity: dict[str, float] | None = None,
+        classifiers: Mapping[str, ExemplarClassifier] | None = None,
     ) -> None:
         self.catalog = catalog
         self.exemplars = exemplars
+        # Per kind, an optional classifier that ranks that kind's dimensions instead of the summed votes.
+        self.classifiers = dict(classifiers or {})
         # Per kind, the similarity an exemplar needs to vote: a query far from every domain's exemplars gets no
         # domain (and is routed on capabilities and the models' overall records) instead of a confident wrong one.
         self.min_similarity = min_similarity or {}
@@ -108,8 +147,25 @@ class QueryProfiler:
             best = np.maximum(best, sims[:, 0])
         return votes, best
 
+    def ranking_scores(
+        self, vectors: npt.NDArray[np.float32], votes: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """The votes, with each classified kind's columns replaced by its classifier's probabilities on the queries
+        where that kind got a vote (a query below the kind's similarity floor stays without one)."""
+        scores = votes.copy()
+        for kind, classifier in self.classifiers.items():
+            mask = self.catalog.kind_masks[kind]
+            voted = (votes[:, mask] > 0).any(axis=1)
+            if not voted.any():
+                continue
+            kind_scores = np.zeros((int(voted.sum()), len(self.catalog)))
+            kind_scores[:, classifier.columns] = classifier.probabilities(vectors[voted])
+            scores[np.ix_(voted, mask)] = kind_scores[:, mask]
+        return scores
+
     def weights(self, votes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Rank-decay weights per kind: each kind's kept dimensions sum to 1 (0 where a kind got no vote).
+        """Rank-decay weights per kind from `votes` (or `ranking_scores`): each kind's kept dimensions sum to 1
+        (0 where a kind got no vote).
 
         A catch-all dimension never gets weight; a query whose strongest vote of its kind is a catch-all gets
         no dimension of that kind (an everyday question is about no knowledge domain).
@@ -141,7 +197,7 @@ class QueryProfiler:
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
         """(weights, votes, nearest similarity) for a batch of query vectors."""
         votes, best = self.votes(vectors)
-        return self.weights(votes), votes, best
+        return self.weights(self.ranking_scores(vectors, votes)), votes, best
 
     def describe(
         self, weights_row: npt.NDArray[np.float64], votes_row: npt.NDArray[np.float64], nearest: float

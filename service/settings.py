@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     capability_min_similarity: float = Field(
         default=0.0, ge=-1.0, le=1.0, description="the same for capability exemplars"
     )
+    capability_classifier_c: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="inverse L2 strength of the logistic regression over capability exemplars that ranks a query's "
+        "capabilities (0: rank them by summed exemplar votes instead)",
+    )
     exemplars_per_label: int = Field(default=64, ge=1, description="imported queries kept as exemplars per label")
     search_backend: Literal["snapshot", "qdrant"] = "snapshot"
     reranker_top_k: int = Field(default=8, ge=1, description="stage-1 candidates the Model-SAT scorer re-ranks")

@@ -293,3 +293,60 @@ def test_probe_counts_agreement_and_none() -> None:
     assert report.confusions == {"coding -> reasoning": 1}
     assert (report.in_domain_items, report.domain_top1, report.in_domain_given_none) == (1, 1.0, 0.0)
     assert (report.out_of_domain_items, report.none_recognised) == (2, 0.5)  # the medical one was called history
+
+
+def _crowded_capabilities():  # type: ignore[no-untyped-def]
+    """Six coding exemplars near a query and two knowledge exemplars nearer still (8-d unit vectors)."""
+    from profiling.query_profile import DimensionCatalog, ExemplarSet
+    from profiling.vector_index import VectorIndex
+
+    catalog = DimensionCatalog((10, 11), ("coding", "knowledge retrieval"), ("capability", "capability"))
+    rng = np.random.default_rng(0)
+    coding = [_unit((0, 1), (5, 0.9), (6, rng.normal(0, 0.3)), (7, rng.normal(0, 0.3))) for _ in range(6)]
+    knowledge = [_unit((1, 1), (5, 0.9), (6, rng.normal(0, 0.3)), (7, rng.normal(0, 0.3))) for _ in range(2)]
+    vectors, columns = np.stack(coding + knowledge), np.array([0] * 6 + [1] * 2)
+    return catalog, ExemplarSet(VectorIndex(np.arange(8), vectors), columns), vectors, columns
+
+
+def test_the_capability_classifier_weighs_what_separates_capabilities_not_how_many_exemplars_are_near() -> None:
+    from profiling.query_profile import ExemplarClassifier, QueryProfiler
+
+    catalog, exemplars, vectors, columns = _crowded_capabilities()
+    query = np.stack([_unit((0, 0.5), (1, 1), (5, 1))])  # on knowledge's side, but most of its neighbours are coding
+    assert (query @ vectors.T).argmax() >= 6  # the nearest exemplar is a knowledge one
+    summed = QueryProfiler(catalog, {"capability": exemplars}, 6, 0.7, 2)
+    classifier = ExemplarClassifier.fit(vectors, columns, 10.0)
+    assert classifier is not None
+    classified = QueryProfiler(catalog, {"capability": exemplars}, 6, 0.7, 2, None, {"capability": classifier})
+    assert summed.describe(*_row(summed, query)).capabilities[0].name == "coding"
+    top = classified.describe(*_row(classified, query)).capabilities
+    assert top[0].name == "knowledge retrieval" and top[0].weight > top[1].weight
+    assert top[0].vote == pytest.approx(summed.describe(*_row(summed, query)).capabilities[1].vote)  # votes unchanged
+    # below the capability similarity floor the classifier gives no capability either
+    floored = QueryProfiler(
+        catalog, {"capability": exemplars}, 6, 0.7, 2, {"capability": 0.99}, {"capability": classifier}
+    )
+    assert floored.describe(*_row(floored, query)).capabilities == ()
+
+
+def test_a_single_capability_needs_no_classifier() -> None:
+    from profiling.query_profile import ExemplarClassifier
+
+    _, _, vectors, _ = _crowded_capabilities()
+    assert ExemplarClassifier.fit(vectors, np.zeros(len(vectors), np.int64), 10.0) is None
+
+
+def test_the_service_ranks_capabilities_with_the_classifier_unless_it_is_turned_off() -> None:
+    from profiling.vector_index import VectorIndex
+    from service.settings import Settings
+    from service.store.readers import build_profiler
+
+    catalog, _, vectors, _ = _crowded_capabilities()
+    points, dimension_ids = VectorIndex(np.arange(8), vectors), np.array([10] * 6 + [11] * 2)
+    query = np.stack([_unit((0, 0.5), (1, 1), (5, 1))])
+    names = {}
+    for c in (10.0, 0.0):
+        settings = Settings(capability_classifier_c=c, exemplar_top_k=6, capability_min_similarity=0.0)
+        profiler = build_profiler(catalog, points, dimension_ids, None, settings)  # type: ignore[arg-type]
+        names[c] = profiler.describe(*_row(profiler, query)).capabilities[0].name
+    assert names == {10.0: "knowledge retrieval", 0.0: "coding"}

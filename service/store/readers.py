@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,7 +14,7 @@ import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from profiling.query_profile import KINDS, DimensionCatalog, ExemplarSet, QueryProfiler
+from profiling.query_profile import CAPABILITY, KINDS, DimensionCatalog, ExemplarClassifier, ExemplarSet, QueryProfiler
 from profiling.vector_index import VectorIndex
 from service.errors import NotFoundError
 from service.settings import Settings
@@ -79,6 +82,30 @@ def exemplar_points(store: VectorStore) -> tuple[VectorIndex, npt.NDArray[np.int
     return index, dims
 
 
+_CLASSIFIERS: OrderedDict[tuple[str, float], ExemplarClassifier | None] = OrderedDict()
+_CLASSIFIERS_KEPT = 4
+_CLASSIFIERS_LOCK = threading.Lock()
+
+
+def _capability_classifier(points: VectorIndex, columns: npt.NDArray[np.int64], c: float) -> ExemplarClassifier | None:
+    """The classifier over these exemplar points, fitted once per set of points (vectors and columns): a profiler
+    is built for every evaluations write that brings new queries, and refitting (about half a second) each time
+    would slow them all; hashing the points takes milliseconds."""
+    digest = hashlib.sha256(np.ascontiguousarray(points.vectors, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(columns, np.int64).tobytes())
+    key = (digest.hexdigest(), c)
+    with _CLASSIFIERS_LOCK:
+        if key in _CLASSIFIERS:
+            _CLASSIFIERS.move_to_end(key)
+            return _CLASSIFIERS[key]
+    classifier = ExemplarClassifier.fit(points.vectors, columns, c)
+    with _CLASSIFIERS_LOCK:
+        _CLASSIFIERS[key] = classifier
+        while len(_CLASSIFIERS) > _CLASSIFIERS_KEPT:
+            _CLASSIFIERS.popitem(last=False)
+    return classifier
+
+
 def build_profiler(
     catalog: DimensionCatalog,
     points: VectorIndex,
@@ -89,12 +116,17 @@ def build_profiler(
     """A profiler from exemplar points already in memory (points of deleted dimensions are ignored)."""
     kind_of = dict(zip(catalog.ids, catalog.kinds, strict=True))
     exemplars = {}
+    classifiers = {}
     for kind in KINDS:
         keep = np.array([kind_of.get(int(d)) == kind for d in point_dims], dtype=bool)
         part = VectorIndex(points.ids[keep], points.vectors[keep])
         columns = np.array([catalog.column(int(d)) for d in point_dims[keep]], dtype=np.int64)
         searcher = searchable(settings, store, EXEMPLARS, part, {"kind": kind})
         exemplars[kind] = ExemplarSet(searcher, columns)  # type: ignore[arg-type]
+        if kind == CAPABILITY and settings.capability_classifier_c > 0:
+            classifier = _capability_classifier(part, columns, settings.capability_classifier_c)
+            if classifier is not None:
+                classifiers[kind] = classifier
     return QueryProfiler(
         catalog,
         exemplars,
@@ -102,6 +134,7 @@ def build_profiler(
         settings.rank_decay,
         settings.max_dimensions,
         {"domain": settings.domain_min_similarity, "capability": settings.capability_min_similarity},
+        classifiers,
     )
 
 
