@@ -297,6 +297,37 @@ def test_text_no_database_can_store_is_a_422_before_any_upstream_call(
     assert len(gateway.upstream.seen) == calls
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"temperature": float("nan")}, "temperature"),
+        ({"logit_bias": {"50256": float("-inf")}}, "logit_bias.50256"),
+        ({"stop": ["a"], "extra_body": {"weights": [1.0, float("inf")]}}, "extra_body.weights[1]"),
+    ],
+)
+def test_a_forwarded_nan_or_infinity_is_a_422_before_any_upstream_call(
+    gateway: Gateway, extra: dict[str, object], param: str
+) -> None:
+    """Python's JSON reads NaN and Infinity and would write them on to the upstream, which cannot parse them."""
+    calls = len(gateway.upstream.seen)
+    body = {"model": "m-good", "messages": [{"role": "user", "content": "Hi"}], **extra}
+    refused = httpx.post(
+        f"{gateway.base_url}/openai/v1/chat/completions",
+        content=json.dumps(body).encode(),  # json.dumps writes NaN and Infinity as Python's json reads them
+        headers={"authorization": f"Bearer {gateway.key}", "content-type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["param"] == param
+    assert "finite" in refused.json()["detail"]
+    assert len(gateway.upstream.seen) == calls
+    fine = httpx.post(
+        f"{gateway.base_url}/openai/v1/chat/completions",
+        json={"model": "m-good", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.2},
+        headers={"authorization": f"Bearer {gateway.key}"},
+    )
+    assert fine.status_code == 200, fine.text
+
+
 def test_gateway_options_name_their_field_and_refuse_non_finite_numbers(gateway: Gateway) -> None:
     url, headers = f"{gateway.base_url}/openai/v1/chat/completions", {"authorization": f"Bearer {gateway.key}"}
     both = httpx.post(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -135,6 +136,29 @@ def _text_problem(texts: list[str]) -> JSONResponse | None:
     return None
 
 
+def _non_finite_field(value: Any, path: str = "") -> str | None:
+    """The first number that is NaN or infinite in a forwarded field, by its path: JSON has none, so forwarding
+    it would send the upstream a body it cannot parse (Python's json reads and writes them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _non_finite_field(child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]")
+        if found is not None:
+            return found
+    return None
+
+
+def _forwarded_problem(body: ChatCompletionIn) -> JSONResponse | None:
+    """422 for a forwarded field holding NaN or Infinity, before any upstream is called."""
+    fields = {**(body.model_extra or {}), "messages": [m.model_extra or {} for m in body.messages]}
+    path = _non_finite_field(fields)
+    if path is None:
+        return None
+    name = path.lstrip(".")
+    return _error(422, f"{name}: must be a finite number (JSON has no NaN or Infinity)", param=name)
+
+
 def _direct_row(decision_id: str, model: str, texts: list[str], caller: Caller) -> dict[str, Any]:
     """A decision row for a request that named its model: nothing was routed, but the accounting is the same."""
     return {
@@ -217,7 +241,7 @@ async def chat_completions(
         return _error(503, "routing state not loaded: import data or register models first", kind="server_error")
     targets_by_name = runtime.router.state.upstreams
     texts = [_text(m.content) for m in body.messages]
-    if (refused := _text_problem(texts)) is not None:
+    if (refused := _text_problem(texts) or _forwarded_problem(body)) is not None:
         return refused
     routed: tuple[RouteRequest, Decision, np.ndarray, float] | None = None
     if body.model == AUTO:
