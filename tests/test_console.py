@@ -215,6 +215,15 @@ def test_try_a_query_routes_through_the_api_path_and_explains(operating) -> None
     assert chat.status_code == 200 and 'id="chosen-model"' in chat.text
     blank = client.post("/console/try", data={"csrf": token, "text": "   "})
     assert blank.status_code == 422 and 'role="alert"' in blank.text
+    for bad, named in (
+        ({"mode": "lambda", "lambda": "abc"}, "lambda: &#39;abc&#39; is not a number"),
+        ({"mode": "lambda", "lambda": "-1"}, "lambda:"),
+        ({"mode": "lambda", "lambda": "inf"}, "lambda:"),
+        ({"mode": "cheapest"}, "mode: must be one of"),
+    ):
+        refused = client.post("/console/try", data={"csrf": token, "text": "What is 2+2?"} | bad)
+        assert refused.status_code == 422 and 'role="alert"' in refused.text, refused.text  # the form, not JSON
+        assert named in refused.text and 'name="lambda"' in refused.text
 
 
 CELL = re.compile(r'data-model="cheap-model" data-dimension="([^"]+)" data-score="([^"]+)" data-raw="([^"]*)"')

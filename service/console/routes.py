@@ -381,6 +381,9 @@ def _presets(session: Session) -> list[str]:
     return list(session.scalars(select(OperatingPoint.name).order_by(OperatingPoint.validation_cost_per_query)))
 
 
+TRY_MODES = ("default", "lambda", "quality", "balanced", "economy")
+
+
 @router.get("/try")
 def try_form(request: Request, user: UserDep, session: SessionDep) -> Response:
     return render(
@@ -430,25 +433,34 @@ async def try_query(
     csrf: Annotated[str, Form(max_length=200)] = "",
     text: Annotated[str, Form(max_length=200_000)] = "",
     chat: Annotated[bool, Form()] = False,
-    mode: Annotated[Literal["default", "lambda", "quality", "balanced", "economy"], Form()] = "default",
-    cost_weight: Annotated[float, Form(alias="lambda", ge=0, le=1000)] = 0.1,
+    mode: Annotated[str, Form(max_length=50)] = "default",
+    cost_weight: Annotated[str, Form(alias="lambda", max_length=50)] = "0.1",
 ) -> Response:
+    """Both choice fields arrive as text and are checked here, so a bad one comes back as the form with its
+    error, never as the API's JSON."""
     _check_csrf(request, user, csrf)
-    form = {"text": text, "chat": chat, "mode": mode, "lambda": f"{cost_weight:g}"}
+    form = {"text": text, "chat": chat, "mode": mode, "lambda": cost_weight}
     body: dict[str, Any] = {"explain": True, "top_n": 5}
     body |= {"messages": _messages(text)} if chat else {"query": text}
-    if mode == "lambda":
-        body["lambda"] = cost_weight
-    elif mode != "default":
-        body["preset"] = mode
     with runtime.sessions() as session:
         presets = _presets(session)
     context: dict[str, Any] = {"form": form, "presets": presets}
     try:
+        if mode not in TRY_MODES:
+            raise ValueError(f"mode: must be one of {', '.join(TRY_MODES)}")
+        if mode == "lambda":
+            try:
+                body["lambda"] = float(cost_weight)
+            except ValueError:
+                raise ValueError(f"lambda: {cost_weight!r} is not a number") from None
+        elif mode != "default":
+            body["preset"] = mode
         route_body = RouteRequest.model_validate(body)
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         return render(request, "try.html", context | {"error": problem}, user, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    except ValueError as exc:
+        return render(request, "try.html", context | {"error": str(exc)}, user, status.HTTP_422_UNPROCESSABLE_CONTENT)
     caller = Caller(user.name, "admin", label="console")
     try:
         decision = await route_one(route_body, runtime, batcher, log, metrics, caller)
