@@ -350,3 +350,18 @@ def test_the_service_ranks_capabilities_with_the_classifier_unless_it_is_turned_
         profiler = build_profiler(catalog, points, dimension_ids, None, settings)  # type: ignore[arg-type]
         names[c] = profiler.describe(*_row(profiler, query)).capabilities[0].name
     assert names == {10.0: "knowledge retrieval", 0.0: "coding"}
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_the_capability_classifier_gives_scikit_learns_probabilities(classes: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from profiling.query_profile import ExemplarClassifier
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(200, 16)).astype(np.float32)
+    columns = rng.integers(0, classes, 200) * 3 + 1  # catalog columns need not start at 0 or be adjacent
+    classifier = ExemplarClassifier.fit(vectors, columns, 10.0)
+    reference = LogisticRegression(C=10.0, max_iter=1000).fit(vectors.astype(np.float64), columns)
+    assert classifier is not None and classifier.columns.tolist() == reference.classes_.tolist()
+    np.testing.assert_allclose(classifier.probabilities(vectors[:20]), reference.predict_proba(vectors[:20]), atol=1e-9)
