@@ -49,6 +49,10 @@ MIN_SUBJECT_QUERIES = 20
 RIVAL_WITHIN = 0.10
 
 
+def sigmoid(x: Matrix) -> Matrix:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+
+
 def group_accuracy(
     outcomes: Matrix, train: list[int], test: list[int], subjects: np.ndarray, domains: np.ndarray
 ) -> Matrix:
@@ -76,7 +80,7 @@ def subject_abilities(
         seen = ~np.isnan(y)
         theta = ability.copy()
         for _ in range(20):
-            p = 1.0 / (1.0 + np.exp(b[:, None] - theta[None, :]))
+            p = sigmoid(theta[None, :] - b[:, None])
             gradient = (np.where(seen, y - p, 0.0)).sum(axis=0) - (theta - ability)
             curvature = (np.where(seen, p * (1 - p), 0.0)).sum(axis=0) + 1.0
             theta += np.clip(gradient / curvature, -1.0, 1.0)
@@ -119,19 +123,15 @@ def one_split(benchmark: str, data: Path, seed: int, embedder: CachedEmbedder) -
     signals: dict[str, Matrix] = {
         "subject known": by_subject,
         "difficulty known": rasch_p(ability, difficulty)[test],
-        "difficulty known, subject abilities": 1.0
-        / (
-            1.0
-            + np.exp(
-                difficulty[test][:, None] - subject_abilities(outcomes, difficulty, ability, train, test, subjects)
-            )
+        "difficulty known, subject abilities": sigmoid(
+            subject_abilities(outcomes, difficulty, ability, train, test, subjects) - difficulty[test][:, None]
         ),
         "heads": heads.predict(vectors[test]),
     }
     logit = np.log(np.clip(by_subject, 1e-3, 1 - 1e-3) / (1 - np.clip(by_subject, 1e-3, 1 - 1e-3)))
     noise = np.random.default_rng(seed).normal(size=logit.shape)
     for kappa in KAPPAS:
-        signals[f"synthetic, kappa {kappa}"] = 1.0 / (1.0 + np.exp(-(logit + kappa * (2 * test_outcomes - 1) + noise)))
+        signals[f"synthetic, kappa {kappa}"] = sigmoid(logit + kappa * (2 * test_outcomes - 1) + noise)
 
     rows = {}
     for name, p_correct in signals.items():
