@@ -199,6 +199,18 @@ def test_development_lets_anonymous_callers_route_and_read_but_not_administer(
         assert client.post("/v1/route", json={"query": "What is 2 + 2?"}).status_code == 200
         assert client.get("/admin/keys").status_code == 401
         assert client.get("/v1/models", headers=bearer("cpk_wrong")).status_code == 401  # a wrong key still fails
+        # an anonymous request labelled with a key's name is not logged as that key's
+        key = new_key(runtime, "support-bot", "route")
+        keyed = client.post("/v1/route", json={"query": "What is 3 + 3?"}, headers=bearer(key)).json()
+        spoof = client.post("/v1/route", json={"query": "What is 4 + 4?"}, headers={"X-Caller": "support-bot"}).json()
+        assert client.app.state.decision_log.flush() >= 2  # type: ignore[attr-defined]
+        with runtime.sessions() as session:
+            rows = {d: session.get(RoutingDecision, d) for d in (keyed["decision_id"], spoof["decision_id"])}
+        logged = {d: (r.caller, r.key_name, r.caller_label) for d, r in rows.items() if r is not None}
+        assert logged == {
+            keyed["decision_id"]: ("support-bot", "support-bot", None),
+            spoof["decision_id"]: (None, None, "support-bot"),
+        }
 
 
 def test_the_decision_log_names_the_key_and_keeps_x_caller_as_a_label(keyed) -> None:  # type: ignore[no-untyped-def]

@@ -49,8 +49,9 @@ class Caller:
 
     @property
     def log_name(self) -> str | None:
-        """What the decision log records as the caller: the key's name, or the label when anonymous."""
-        return self.name if self.name is not None else self.label
+        """What the decision log records as the caller: the key's name (None when anonymous). The label is kept
+        apart (`caller_label`): an anonymous request labelled with a key's name must not count as that key's."""
+        return self.name
 
 
 def _refuse(request: Request, code: int, reason: str, detail: str) -> HTTPException:
