@@ -225,7 +225,7 @@ def test_every_decision_is_logged(routed) -> None:  # type: ignore[no-untyped-de
     with runtime.sessions() as session:
         row = session.scalar(select(RoutingDecision).where(RoutingDecision.id == decision["decision_id"]))
     assert row is not None
-    assert (row.chosen_model, row.caller) == (decision["model"], "billing-team")
+    assert (row.chosen_model, row.caller, row.caller_label) == (decision["model"], None, "billing-team")
     assert row.candidates[0]["model"] == decision["model"]
 
 
