@@ -7,6 +7,7 @@ bash scripts/setup.sh
 export CAPPROF_DATA_DIR=${CAPPROF_DATA_DIR:-.capprof}
 .venv/bin/capprof db upgrade
 .venv/bin/capprof import data --if-changed
+.venv/bin/capprof profiles rebuild --if-stale
 .venv/bin/capprof aptitude build --if-missing
 .venv/bin/capprof reranker train --activate --if-missing
 .venv/bin/capprof presets calibrate --if-missing

@@ -135,11 +135,22 @@ def reindex() -> None:
 
 
 @profiles_app.command("rebuild")
-def profiles_rebuild() -> None:
-    """Re-profile every evaluation query and recompute every model profile."""
-    from service.registry.profiles import rebuild_profiles
+def profiles_rebuild(
+    if_stale: Annotated[
+        bool,
+        typer.Option("--if-stale", help="only when the stored query profiles differ from what the profiler gives now"),
+    ] = False,
+) -> None:
+    """Re-profile every evaluation query and recompute every model profile (the seeded dimensions are brought up to
+    date first, as the service does at start-up, so the profiles are made with the exemplars it will serve)."""
+    from service.registry.catalog import ensure_seed_dimensions
+    from service.registry.profiles import profiles_are_stale, rebuild_profiles
 
     with _opened("profiles rebuild") as runtime, runtime.transaction() as session:
+        ensure_seed_dimensions(session, runtime.store, runtime.embedder)
+        if if_stale and not profiles_are_stale(session, runtime.store, runtime.settings):
+            typer.echo("profiles are current: rebuild skipped")
+            return
         stats = rebuild_profiles(session, runtime.store, runtime.settings)
     typer.echo(f"profiled {stats.queries} queries from {stats.records} records: {stats.profile_cells} profile cells")
 

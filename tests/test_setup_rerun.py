@@ -112,6 +112,7 @@ def test_make_run_skips_every_step_already_done() -> None:
     assert "capprof import data --if-changed" in script
     assert "aptitude build --if-missing" in script
     assert "reranker train --activate --if-missing" in script
+    assert "profiles rebuild --if-stale" in script
 
 
 def test_a_command_on_an_unmigrated_database_says_to_upgrade(databases: ThrowawayDatabases, tmp_path: Path) -> None:
@@ -127,3 +128,27 @@ def test_a_command_on_an_unmigrated_database_says_to_upgrade(databases: Throwawa
     after = runner.invoke(cli, ["keys", "list"], env=env)
     assert after.exit_code == 0, after.output
     assert "capprof db upgrade" not in after.output
+
+
+def test_profiles_are_rebuilt_only_when_profiling_has_changed(databases: ThrowawayDatabases, tmp_path: Path) -> None:
+    """After an upgrade or a settings change that profiles queries differently, re-running set-up re-profiles the
+    stored queries; otherwise it leaves them alone."""
+    url = databases.new()
+    upgrade_database(url)
+    family = small_family(tmp_path / "data", shared_family("zeroeval"), 5)
+    env = {
+        "CAPPROF_DATA_DIR": str(tmp_path / "state"),
+        "CAPPROF_DATABASE_URL": url,
+        "CAPPROF_QDRANT_PATH": str(tmp_path / "state" / "qdrant"),
+        "CAPPROF_DEVICE": "cpu",
+    }
+    runner = CliRunner()
+    imported = runner.invoke(cli, ["import", str(family.parent), "--no-progress"], env=env)
+    assert imported.exit_code == 0, imported.output
+    current = runner.invoke(cli, ["profiles", "rebuild", "--if-stale"], env=env)
+    assert current.exit_code == 0 and "rebuild skipped" in current.output, current.output
+    summed_votes = env | {"CAPPROF_CAPABILITY_CLASSIFIER_C": "0"}  # capabilities ranked the old way
+    changed = runner.invoke(cli, ["profiles", "rebuild", "--if-stale"], env=summed_votes)
+    assert changed.exit_code == 0 and "profiled" in changed.output, changed.output
+    again = runner.invoke(cli, ["profiles", "rebuild", "--if-stale"], env=summed_votes)
+    assert "rebuild skipped" in again.output, again.output

@@ -103,6 +103,31 @@ def rebuild_profiles(session: Session, store: VectorStore, settings: Settings) -
     return RebuildStats(queries=len(index), records=int(found.sum()), profile_cells=len(m))
 
 
+def profiles_are_stale(session: Session, store: VectorStore, settings: Settings, sample: int = 256) -> bool:
+    """Whether the stored query profiles differ from what the serving profiler gives now, on an even sample of the
+    evaluation queries: after an upgrade that profiles queries differently, or a settings change, the stored ones
+    (and the model profiles summed from them) would no longer match the profiles of incoming queries."""
+    index, _ = store.snapshot(EVAL_QUERIES)
+    if not len(index):
+        return False
+    picked = np.unique(np.linspace(0, len(index) - 1, min(sample, len(index))).astype(np.int64))
+    ids = [int(i) for i in index.ids[picked]]
+    profiler = load_profiler(session, store, settings)
+    fresh, _, _ = profiler.profile_vectors(index.vectors[picked])
+    stored = np.zeros_like(fresh)
+    row = {q: r for r, q in enumerate(ids)}
+    column = {d: c for c, d in enumerate(profiler.catalog.ids)}
+    for query_id, dimension_id, weight in session.execute(
+        select(EvalQueryDimension.query_id, EvalQueryDimension.dimension_id, EvalQueryDimension.weight).where(
+            EvalQueryDimension.query_id.in_(ids)
+        )
+    ):
+        if dimension_id not in column:
+            return True  # a profile names a dimension that is gone
+        stored[row[query_id], column[dimension_id]] = weight
+    return not np.allclose(stored, fresh, rtol=0.0, atol=1e-6)
+
+
 @dataclass(frozen=True)
 class RecordChange:
     """A record's value before (None if new) and after an upsert."""
