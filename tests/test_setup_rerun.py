@@ -78,7 +78,8 @@ def test_reimport_keeps_what_the_api_changed_unless_overwrite(
     assert overwritten[edited][2] == "disabled"  # an import never writes status
 
 
-def test_import_if_changed_skips_files_imported_before(databases: ThrowawayDatabases, tmp_path: Path) -> None:
+def _migrated_deployment(databases: ThrowawayDatabases, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A small zeroeval family to import and the environment of a migrated deployment of its own."""
     url = databases.new()
     upgrade_database(url)
     family = small_family(tmp_path / "data", shared_family("zeroeval"), 5)
@@ -88,6 +89,11 @@ def test_import_if_changed_skips_files_imported_before(databases: ThrowawayDatab
         "CAPPROF_QDRANT_PATH": str(tmp_path / "state" / "qdrant"),
         "CAPPROF_DEVICE": "cpu",
     }
+    return family, env
+
+
+def test_import_if_changed_skips_files_imported_before(databases: ThrowawayDatabases, tmp_path: Path) -> None:
+    family, env = _migrated_deployment(databases, tmp_path)
     runner = CliRunner()
     first = runner.invoke(cli, ["import", str(family.parent), "--if-changed", "--no-progress"], env=env)
     assert first.exit_code == 0, first.output
@@ -133,15 +139,7 @@ def test_a_command_on_an_unmigrated_database_says_to_upgrade(databases: Throwawa
 def test_profiles_are_rebuilt_only_when_profiling_has_changed(databases: ThrowawayDatabases, tmp_path: Path) -> None:
     """After an upgrade or a settings change that profiles queries differently, re-running set-up re-profiles the
     stored queries; otherwise it leaves them alone."""
-    url = databases.new()
-    upgrade_database(url)
-    family = small_family(tmp_path / "data", shared_family("zeroeval"), 5)
-    env = {
-        "CAPPROF_DATA_DIR": str(tmp_path / "state"),
-        "CAPPROF_DATABASE_URL": url,
-        "CAPPROF_QDRANT_PATH": str(tmp_path / "state" / "qdrant"),
-        "CAPPROF_DEVICE": "cpu",
-    }
+    family, env = _migrated_deployment(databases, tmp_path)
     runner = CliRunner()
     imported = runner.invoke(cli, ["import", str(family.parent), "--no-progress"], env=env)
     assert imported.exit_code == 0, imported.output
