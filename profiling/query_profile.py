@@ -166,12 +166,9 @@ class QueryProfiler:
         scores = votes.copy()
         for kind, classifier in self.classifiers.items():
             mask = self.catalog.kind_masks[kind]
-            voted = (votes[:, mask] > 0).any(axis=1)
-            if not voted.any():
-                continue
-            kind_scores = np.zeros((int(voted.sum()), len(self.catalog)))
-            kind_scores[:, classifier.columns] = classifier.probabilities(vectors[voted])
-            scores[np.ix_(voted, mask)] = kind_scores[:, mask]
+            voted = np.flatnonzero((votes[:, mask] > 0).any(axis=1))
+            scores[np.ix_(voted, np.flatnonzero(mask))] = 0.0  # a column the classifier never saw gets nothing
+            scores[np.ix_(voted, classifier.columns)] = classifier.probabilities(vectors[voted])
         return scores
 
     def weights(self, votes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

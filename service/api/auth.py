@@ -41,17 +41,13 @@ class Caller:
     scope: Scope | None
     default_lambda: float | None = None
     monthly_budget_usd: float | None = None
-    label: str | None = None  # the self-declared X-Caller header: a label under the key, never an identity
+    # The self-declared X-Caller header: a label under the key, never an identity. Decisions log it as caller_label
+    # and only `name` as caller, so an anonymous request labelled with a key's name never counts as that key's.
+    label: str | None = None
 
     @property
     def authenticated(self) -> bool:
         return self.name is not None
-
-    @property
-    def log_name(self) -> str | None:
-        """What the decision log records as the caller: the key's name (None when anonymous). The label is kept
-        apart (`caller_label`): an anonymous request labelled with a key's name must not count as that key's."""
-        return self.name
 
 
 def _refuse(request: Request, code: int, reason: str, detail: str) -> HTTPException:
@@ -106,12 +102,12 @@ def require_scope(needed: Scope) -> Callable[..., Caller]:
             if found is None:
                 raise _refuse(request, 401, "invalid", "invalid or revoked API key")
             caller = found
-            request.state.caller = caller.log_name
+            request.state.caller = caller.name
             if SCOPE_RANK[caller.scope or "route"] < SCOPE_RANK[needed]:
                 raise _refuse(
                     request, 403, "scope", f"key {caller.name!r} has scope {caller.scope!r}; this needs {needed!r}"
                 )
-        request.state.caller = caller.log_name
+        request.state.caller = caller.name
         return caller
 
     dependency.__name__ = f"require_{needed}_scope"

@@ -55,7 +55,7 @@ def _record(session: Session, runtime: Runtime, body: FeedbackIn, caller: Caller
                 runtime.embedder,
                 runtime.settings,
                 FeedbackInput(body.decision_id, body.score, body.cost_usd, body.output_tokens, body.overwrite),
-                caller.log_name,
+                caller.name,
                 may_see_all=not caller.authenticated or caller.scope == "admin",
             )
         except NotFoundError as exc:

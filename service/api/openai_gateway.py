@@ -172,7 +172,7 @@ def _direct_row(decision_id: str, model: str, texts: list[str], caller: Caller) 
         "candidates": [{"model": model}],
         "profile": {},
         "latency_ms": 0.0,
-        "caller": caller.log_name,
+        "caller": caller.name,
         "key_name": caller.name,
         "caller_label": caller.label,
     }

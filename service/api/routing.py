@@ -177,7 +177,7 @@ def _log(
                 "domains": {d.name: d.weight for d in decision.profile.domains},
             },
             "latency_ms": latency_ms,
-            "caller": caller.log_name,
+            "caller": caller.name,
             "key_name": caller.name,
             "caller_label": caller.label,
             "baseline_max_cost_usd": decision.baseline_max_cost_usd,
